@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+/**
+ * The command line: argv → run | proxy | worker | check. The only file that calls process.exit.
+ */
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { Roles, startSlowlane } from "./app.js";
+import type { Role } from "./app.js";
+import { describeConfig, loadConfig } from "./config/index.js";
+import type { Config } from "./config/index.js";
+import { ConfigError } from "./errors.js";
+import { createLogger } from "./log.js";
+
+const USAGE = `usage: slowlane <command> [--config FILE]
+
+commands:
+  run      proxy and forwarder workers in one process
+  proxy    the HTTP side only
+  worker   the forwarder only; run as many as you like
+  check    validate the config, print the resolved routes (exit 1 on error)
+
+options:
+  -c, --config FILE   config file (default: $SLOWLANE_CONFIG or config/slowlane.yaml)
+  -h, --help          this text
+  -v, --version       the version
+
+environment:
+  SLOWLANE_CONFIG     config file, when --config is not given
+  NATS_URL            overrides nats.servers (comma-separated)
+  LOG_LEVEL           pino level: trace, debug, info (default), warn, error, fatal
+`;
+
+const DEFAULT_CONFIG_FILE = "config/slowlane.yaml";
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return pkg.version;
+}
+
+function readConfig(file: string): Config {
+  try {
+    return loadConfig(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+async function serve(role: Role, file: string): Promise<void> {
+  const config = readConfig(file);
+  const log = createLogger({ level: process.env.LOG_LEVEL ?? "info", redactHeaders: config.log.redactHeaders });
+  process.on("uncaughtException", (err) => {
+    log.fatal({ err }, "uncaught exception; exiting");
+    process.exit(1);
+  });
+  process.on("unhandledRejection", (err) => {
+    log.fatal({ err }, "unhandled rejection; exiting");
+    process.exit(1);
+  });
+  log.info({ role, config: file, version: version() }, "starting slowlane");
+  const app = await startSlowlane({ config, role, log });
+
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      log.warn({ signal }, "second signal: exiting now");
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, "stopping: no new requests, finishing the ones in flight");
+    app.close().then(
+      () => {
+        log.info("stopped");
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, "error while stopping");
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: "string", short: "c" },
+      help: { type: "boolean", short: "h" },
+      version: { type: "boolean", short: "v" },
+    },
+  });
+  if (values.version) {
+    console.log(version());
+    return;
+  }
+  const [command, ...extra] = positionals;
+  if (values.help || command === undefined || command === "help") {
+    console.log(USAGE);
+    if (command === undefined && !values.help) process.exitCode = 1;
+    return;
+  }
+  if (extra.length > 0) throw new Error(`unexpected argument: ${extra.join(" ")}`);
+  const file = values.config ?? process.env.SLOWLANE_CONFIG ?? DEFAULT_CONFIG_FILE;
+  if (command === "check") {
+    const config = readConfig(file);
+    console.log(`${file}: OK\n`);
+    console.log(describeConfig(config));
+    return;
+  }
+  if ((Roles as readonly string[]).includes(command)) {
+    await serve(command as Role, file);
+    return;
+  }
+  throw new Error(`unknown command "${command}"`);
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  console.error(`slowlane: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
+  process.exit(2);
+});

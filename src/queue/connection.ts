@@ -1,0 +1,110 @@
+/**
+ * The NATS connection, kept alive for the life of the process.
+ *
+ * nats.js reconnects by itself once a connection has been made, but its first `connect()` fails
+ * if no server answers. slowlane must start anyway (passthrough keeps working, async routes answer
+ * 503), so the first connect is retried here, with one clear log line instead of a crash.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Logger } from "../log.js";
+
+export interface NatsClientOptions {
+  servers: readonly string[];
+  /** Connection name shown by the server's monitoring (`slowlane-proxy`, `slowlane-worker`). */
+  name: string;
+  log: Logger;
+  /** Pause between first-connect attempts; default 2 s. */
+  retryDelayMs?: number;
+  /** Called after the first connect and after every reconnect, before `isConnected()` turns true. */
+  onConnect?: (nc: NatsConnection) => Promise<void>;
+}
+
+export interface NatsClient {
+  /** The connection once made (it may be reconnecting: see `isConnected`). */
+  readonly connection: NatsConnection | undefined;
+  /** True while connected and set up; async routes answer 503 otherwise. */
+  isConnected(): boolean;
+  /** Resolves with the connection once the first connect and `onConnect` have succeeded. */
+  readonly ready: Promise<NatsConnection>;
+  close(): Promise<void>;
+}
+
+export function createNatsClient(options: NatsClientOptions): NatsClient {
+  const { servers, name, log } = options;
+  const retryDelayMs = options.retryDelayMs ?? 2_000;
+  const where = servers.join(", ");
+  const closing = new AbortController();
+  let connection: NatsConnection | undefined;
+  let connected = false;
+
+  async function setUp(nc: NatsConnection): Promise<void> {
+    await options.onConnect?.(nc);
+    connected = true;
+  }
+
+  async function watch(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect") {
+        connected = false;
+        log.warn({ server: s.server }, "NATS connection lost; async routes answer 503 until it is back");
+      } else if (s.type === "reconnect") {
+        log.info({ server: s.server }, "NATS connection restored");
+        // The server may have lost or reset its state (a new pod without a volume): set up again.
+        await setUp(nc).catch((err: unknown) => log.error({ err }, "setting up JetStream after reconnect failed"));
+      }
+    }
+  }
+
+  async function firstConnect(): Promise<NatsConnection> {
+    let failures = 0;
+    while (!closing.signal.aborted) {
+      try {
+        const nc = await connect({
+          servers: [...servers],
+          name,
+          maxReconnectAttempts: -1,
+          reconnectTimeWait: 1_000,
+        });
+        connection = nc;
+        void watch(nc).catch((err: unknown) => log.error({ err }, "NATS status watcher stopped"));
+        await setUp(nc);
+        log.info({ servers: where, attempts: failures + 1 }, "connected to NATS");
+        return nc;
+      } catch (err) {
+        if (connection) {
+          // Connected but set-up failed (e.g. JetStream not enabled): close and try again.
+          await connection.close().catch(() => undefined);
+          connection = undefined;
+        }
+        failures += 1;
+        const reason = err instanceof Error ? err.message : String(err);
+        const line = `cannot reach NATS JetStream at ${where} (${reason}); is a nats-server with JetStream running? (start one with: nats-server -js) — retrying every ${retryDelayMs / 1000}s`;
+        if (failures === 1) log.error({ err }, line);
+        else log.debug({ attempt: failures }, line);
+        await sleep(retryDelayMs, undefined, { signal: closing.signal }).catch(() => undefined);
+      }
+    }
+    throw new Error("closed before NATS was reached");
+  }
+
+  const ready = firstConnect();
+  // Callers that never await `ready` (e.g. a proxy closed before NATS came up) must not see an unhandled rejection.
+  ready.catch(() => undefined);
+
+  return {
+    get connection() {
+      return connection;
+    },
+    isConnected: () => connected && connection !== undefined && !connection.isClosed(),
+    ready,
+    async close() {
+      closing.abort();
+      connected = false;
+      const nc = connection;
+      connection = undefined;
+      if (nc && !nc.isClosed()) await nc.drain().catch(() => nc.close());
+    },
+  };
+}

@@ -1,0 +1,73 @@
+/**
+ * The request envelope: how an accepted HTTP request travels through JetStream.
+ *
+ * The body bytes are the message payload as they are (no base64, no copy into a bigger buffer);
+ * everything else rides in one NATS header as JSON. JSON escapes CR and LF, which NATS header
+ * values must not contain, and HTTP header values cannot contain them either.
+ */
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { MsgHdrs } from "@nats-io/transport-node";
+
+export const ENVELOPE_HEADER = "Slowlane-Request";
+const ENVELOPE_VERSION = 1;
+
+/** What a worker needs to replay a request to the backend. */
+export interface JobRequest {
+  readonly id: string;
+  readonly route: string;
+  readonly method: string;
+  /** Path and query, exactly as the client sent them. */
+  readonly url: string;
+  /** Header name/value pairs, flat (`[name, value, name, value, …]`), hop-by-hop ones removed. */
+  readonly headers: readonly string[];
+  /** Epoch milliseconds when the proxy accepted the request. */
+  readonly createdAt: number;
+}
+
+export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
+  const h = natsHeaders();
+  h.set(
+    ENVELOPE_HEADER,
+    JSON.stringify({
+      v: ENVELOPE_VERSION,
+      id: request.id,
+      route: request.route,
+      method: request.method,
+      url: request.url,
+      headers: request.headers,
+      createdAt: request.createdAt,
+    }),
+  );
+  return h;
+}
+
+function isStringArray(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((v) => typeof v === "string");
+}
+
+/** Reads an envelope back; `undefined` when the message is not one slowlane wrote (a poison message). */
+export function decodeEnvelope(hdrs: MsgHdrs | undefined): JobRequest | undefined {
+  const raw = hdrs?.get(ENVELOPE_HEADER);
+  if (!raw) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== "object" || parsed === null) return undefined;
+  const e = parsed as Record<string, unknown>;
+  if (
+    e.v !== ENVELOPE_VERSION ||
+    typeof e.id !== "string" ||
+    typeof e.route !== "string" ||
+    typeof e.method !== "string" ||
+    typeof e.url !== "string" ||
+    typeof e.createdAt !== "number" ||
+    !isStringArray(e.headers) ||
+    e.headers.length % 2 !== 0
+  ) {
+    return undefined;
+  }
+  return { id: e.id, route: e.route, method: e.method, url: e.url, headers: e.headers, createdAt: e.createdAt };
+}

@@ -1,0 +1,33 @@
+/**
+ * Every JetStream name slowlane uses, derived from the configured prefix (`nats.stream`).
+ * Job ids and route names are validated before they get here (see `isJobId` and the config
+ * schema), so nothing a client sends can put a wildcard or a dot into a subject.
+ */
+export interface JetStreamNames {
+  /** The work-queue stream holding accepted requests. */
+  readonly stream: string;
+  /** KV bucket of job records (status, attempts, timestamps, response head). */
+  readonly jobsBucket: string;
+  /** KV bucket of response bodies that fit in one message. */
+  readonly resultsBucket: string;
+  /** Object Store of response bodies too large for one message. */
+  readonly bodiesStore: string;
+  /** Subject of one job's request: one subject per job lets any replica find a queued job by id. */
+  jobSubject(route: string, id: string): string;
+  /** Filter of a route's consumer: all jobs of that route. */
+  routeFilter(route: string): string;
+  /** Durable consumer name of a route. */
+  consumer(route: string): string;
+}
+
+export function toJetStreamNames(prefix: string): JetStreamNames {
+  return {
+    stream: prefix,
+    jobsBucket: `${prefix}_jobs`,
+    resultsBucket: `${prefix}_results`,
+    bodiesStore: `${prefix}_bodies`,
+    jobSubject: (route, id) => `${prefix}.jobs.${route}.${id}`,
+    routeFilter: (route) => `${prefix}.jobs.${route}.*`,
+    consumer: (route) => `route_${route}`,
+  };
+}

@@ -1,0 +1,136 @@
+/**
+ * Idempotent set-up of everything slowlane keeps in JetStream: the work-queue stream, one durable
+ * pull consumer per route, and the job and result stores. Run on every (re)connect by proxies and
+ * workers alike; settings that changed in the config are applied to what exists.
+ */
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import type { ConsumerConfig, JetStreamClient, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
+import type { ObjectStore } from "@nats-io/obj";
+import { nanos } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Config, RouteConfig } from "../config/index.js";
+import { toJetStreamNames } from "./names.js";
+import type { JetStreamNames } from "./names.js";
+
+/** Everything the proxy and the workers use to talk to JetStream, opened once per connection. */
+export interface JetStreamContext {
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly names: JetStreamNames;
+  readonly jobs: KV;
+  readonly results: KV;
+  readonly bodies: ObjectStore;
+}
+
+/** Duplicate window for `Nats-Msg-Id`: a retried publish of the same job within it is stored once. */
+const DUPLICATE_WINDOW_MS = 2 * 60_000;
+
+function allRouteSettings(config: Config): Pick<RouteConfig, "ttlMs" | "timeoutMs">[] {
+  return [config.defaults, ...config.routes];
+}
+
+/**
+ * A job record must outlive the route's `ttl` once finished, and a running call's timeout while
+ * it runs (each attempt rewrites the record, which restarts its age).
+ */
+export function jobsMaxAgeMs(config: Config): number {
+  return Math.max(...allRouteSettings(config).map((r) => r.ttlMs + r.timeoutMs));
+}
+
+export function resultsMaxAgeMs(config: Config): number {
+  return Math.max(...allRouteSettings(config).map((r) => r.ttlMs));
+}
+
+export function toConsumerConfig(config: Config, route: RouteConfig): Partial<ConsumerConfig> {
+  const names = toJetStreamNames(config.nats.stream);
+  return {
+    durable_name: names.consumer(route.name),
+    filter_subject: names.routeFilter(route.name),
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    // The route's concurrency, enforced by the server across every worker process.
+    max_ack_pending: route.concurrency,
+    ack_wait: nanos(config.nats.ackWaitMs),
+    // Attempts are counted in the job record, which knows timeouts from crashes; the server never gives up.
+    max_deliver: -1,
+  };
+}
+
+async function ensureStream(jsm: JetStreamManager, names: JetStreamNames): Promise<void> {
+  const wanted: Partial<StreamConfig> & { name: string } = {
+    name: names.stream,
+    subjects: [`${names.stream}.jobs.>`],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+    allow_direct: true,
+  };
+  const info = await jsm.streams.info(names.stream).catch(() => null);
+  if (!info) {
+    await jsm.streams.add(wanted);
+    return;
+  }
+  if (info.config.retention !== RetentionPolicy.Workqueue) {
+    throw new Error(`stream ${names.stream} exists but is not a work-queue stream; choose another nats.stream prefix`);
+  }
+  const changed =
+    info.config.subjects?.join() !== wanted.subjects?.join() ||
+    info.config.duplicate_window !== wanted.duplicate_window ||
+    info.config.allow_direct !== wanted.allow_direct;
+  if (changed) await jsm.streams.update(names.stream, { ...info.config, ...wanted });
+}
+
+async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Partial<ConsumerConfig>): Promise<void> {
+  const durable = wanted.durable_name as string;
+  const info = await jsm.consumers.info(stream, durable).catch(() => null);
+  if (!info) {
+    await jsm.consumers.add(stream, wanted);
+    return;
+  }
+  if (info.config.max_ack_pending !== wanted.max_ack_pending || info.config.ack_wait !== wanted.ack_wait) {
+    await jsm.consumers.update(stream, durable, {
+      max_ack_pending: wanted.max_ack_pending,
+      ack_wait: wanted.ack_wait,
+    });
+  }
+}
+
+/** Makes a stream's `max_age` what the config says; stores opened by name do not update it themselves. */
+async function ensureMaxAge(jsm: JetStreamManager, stream: string, maxAgeMs: number): Promise<void> {
+  const info = await jsm.streams.info(stream);
+  if (info.config.max_age !== nanos(maxAgeMs)) {
+    await jsm.streams.update(stream, { ...info.config, max_age: nanos(maxAgeMs) });
+  }
+}
+
+export interface ProvisionOptions {
+  /** Create and update the route consumers (workers and `run`; a bare proxy does not need them). */
+  consumers: boolean;
+}
+
+export async function provision(nc: NatsConnection, config: Config, options: ProvisionOptions): Promise<JetStreamContext> {
+  const names = toJetStreamNames(config.nats.stream);
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+
+  await ensureStream(jsm, names);
+  if (options.consumers) {
+    for (const route of config.routes) await ensureConsumer(jsm, names.stream, toConsumerConfig(config, route));
+  }
+
+  const kvm = new Kvm(js);
+  const jobsAge = jobsMaxAgeMs(config);
+  const resultsAge = resultsMaxAgeMs(config);
+  const jobs = await kvm.create(names.jobsBucket, { history: 1, storage: StorageType.File, ttl: jobsAge });
+  const results = await kvm.create(names.resultsBucket, { history: 1, storage: StorageType.File, ttl: resultsAge });
+  const bodies = await new Objm(js).create(names.bodiesStore, { storage: StorageType.File, ttl: nanos(resultsAge) });
+  await ensureMaxAge(jsm, `KV_${names.jobsBucket}`, jobsAge);
+  await ensureMaxAge(jsm, `KV_${names.resultsBucket}`, resultsAge);
+  await ensureMaxAge(jsm, `OBJ_${names.bodiesStore}`, resultsAge);
+
+  return { nc, js, jsm, names, jobs, results, bodies };
+}

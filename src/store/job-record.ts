@@ -1,0 +1,120 @@
+/**
+ * The job record: the one JSON document per job, in the jobs KV bucket, that every proxy replica
+ * reads to answer a status URL. Workers write it at each transition; the proxy never does.
+ */
+import type { ErrorCode } from "../errors.js";
+
+export const JobStatus = {
+  Queued: "queued",
+  Running: "running",
+  Completed: "completed",
+  Failed: "failed",
+} as const;
+export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
+
+/** Where a completed job's response body is kept. */
+export const BodyLocation = { None: "none", Kv: "kv", Object: "object" } as const;
+export type BodyLocation = (typeof BodyLocation)[keyof typeof BodyLocation];
+
+/** The backend's answer, minus the body bytes (stored apart so a status poll never reads them). */
+export interface StoredResponse {
+  readonly status: number;
+  /** Flat name/value pairs, hop-by-hop headers removed, repeated headers (set-cookie) kept. */
+  readonly headers: readonly string[];
+  readonly bodyBytes: number;
+  readonly body: BodyLocation;
+}
+
+export interface JobFailure {
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+export interface JobRecord {
+  readonly id: string;
+  readonly route: string;
+  readonly status: JobStatus;
+  /** Backend calls started so far (a call cut short by a worker crash counts too). */
+  readonly attempts: number;
+  /** Calls that got no answer (timeout, connection error): what the route's `attempts` limits. */
+  readonly failures?: number;
+  /** Epoch milliseconds. */
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** Set when the job is final: after this instant the job is gone (410, then 404). */
+  readonly expiresAt?: number;
+  readonly response?: StoredResponse;
+  /** Why a job failed, or why the last attempt of a job still queued failed. */
+  readonly error?: JobFailure;
+}
+
+export function isFinal(record: JobRecord): boolean {
+  return record.status === JobStatus.Completed || record.status === JobStatus.Failed;
+}
+
+export function isExpired(record: JobRecord, now = Date.now()): boolean {
+  return record.expiresAt !== undefined && record.expiresAt <= now;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+export function encodeRecord(record: JobRecord): Uint8Array {
+  return encoder.encode(JSON.stringify(record));
+}
+
+const STATUSES = new Set<string>(Object.values(JobStatus));
+
+export function decodeRecord(bytes: Uint8Array): JobRecord | undefined {
+  try {
+    const value = JSON.parse(decoder.decode(bytes)) as Partial<JobRecord> | null;
+    if (
+      value === null ||
+      typeof value !== "object" ||
+      typeof value.id !== "string" ||
+      typeof value.route !== "string" ||
+      typeof value.status !== "string" ||
+      !STATUSES.has(value.status) ||
+      typeof value.attempts !== "number" ||
+      typeof value.createdAt !== "number" ||
+      typeof value.updatedAt !== "number"
+    ) {
+      return undefined;
+    }
+    return value as JobRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The public JSON of a job, as the status URL answers it. */
+export interface JobStatusBody {
+  id: string;
+  status: JobStatus;
+  route: string;
+  attempts: number;
+  createdAt: string;
+  updatedAt: string;
+  statusUrl: string;
+  resultUrl?: string;
+  responseStatus?: number;
+  error?: JobFailure;
+  expiresAt?: string;
+}
+
+export function toStatusBody(record: JobRecord, statusUrl: string): JobStatusBody {
+  const body: JobStatusBody = {
+    id: record.id,
+    status: record.status,
+    route: record.route,
+    attempts: record.attempts,
+    createdAt: new Date(record.createdAt).toISOString(),
+    updatedAt: new Date(record.updatedAt).toISOString(),
+    statusUrl,
+  };
+  if (isFinal(record)) body.resultUrl = `${statusUrl}/result`;
+  if (record.response) body.responseStatus = record.response.status;
+  if (record.error) body.error = record.error;
+  if (record.expiresAt !== undefined) body.expiresAt = new Date(record.expiresAt).toISOString();
+  return body;
+}
