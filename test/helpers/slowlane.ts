@@ -1,0 +1,118 @@
+/**
+ * Starting slowlane in tests: in-process (`startApp`, logs captured as parsed pino lines) or as a
+ * real child process of the built CLI (`spawnSlowlane`), for tests that kill it.
+ */
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { stringify } from "yaml";
+import { startSlowlane } from "../../src/app.js";
+import type { Role, Slowlane } from "../../src/app.js";
+import { parseConfig } from "../../src/config/index.js";
+import type { Config } from "../../src/config/index.js";
+import { createLogger } from "../../src/log.js";
+import { waitFor } from "./wait.js";
+
+export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
+
+/** A pino destination that keeps every line, parsed (pino's own tests do the same). */
+export function createLogSink(): { lines: LogLine[]; stream: Writable } {
+  const lines: LogLine[] = [];
+  let pending = "";
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      pending += chunk.toString("utf8");
+      let nl: number;
+      while ((nl = pending.indexOf("\n")) !== -1) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (line.trim()) lines.push(JSON.parse(line) as LogLine);
+      }
+      done();
+    },
+  });
+  return { lines, stream };
+}
+
+/** A YAML document as ops would write it, parsed by the real loader. */
+export function makeConfig(doc: Record<string, unknown>): Config {
+  return parseConfig(stringify(doc), { file: "test.yaml", env: {} });
+}
+
+/** A unique stream prefix, so tests sharing a nats-server never share state. */
+export function uniqueStream(label: string): string {
+  return `T${label.replace(/[^A-Za-z0-9]/g, "")}${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export interface TestApp {
+  readonly app: Slowlane;
+  readonly url: string;
+  readonly logs: LogLine[];
+  close(): Promise<void>;
+}
+
+export async function startApp(config: Config, role: Role = "run", drainMs = 2_000): Promise<TestApp> {
+  const sink = createLogSink();
+  const log = createLogger({ level: "debug", destination: sink.stream, redactHeaders: config.log.redactHeaders });
+  const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs });
+  return { app, url: app.url ?? "", logs: sink.lines, close: () => app.close() };
+}
+
+const CLI = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
+
+export interface ChildSlowlane {
+  readonly child: ChildProcess;
+  readonly logs: LogLine[];
+  /** Resolves when the process has exited. */
+  readonly exited: Promise<number | null>;
+  kill(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Writes `config` as YAML to a temp file and runs `node dist/cli.js <role> --config file`. */
+export function writeConfigFile(doc: Record<string, unknown>): string {
+  const dir = mkdtempSync(join(tmpdir(), "slowlane-test-"));
+  const file = join(dir, "slowlane.yaml");
+  writeFileSync(file, stringify(doc));
+  return file;
+}
+
+export function spawnSlowlane(role: Role | "check", configFile: string, env: NodeJS.ProcessEnv = {}): ChildSlowlane {
+  const child = spawn(process.execPath, [CLI, role, "--config", configFile], {
+    env: { ...process.env, LOG_LEVEL: "debug", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: LogLine[] = [];
+  let pending = "";
+  child.stdout?.on("data", (chunk: Buffer) => {
+    pending += chunk.toString("utf8");
+    let nl: number;
+    while ((nl = pending.indexOf("\n")) !== -1) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        logs.push({ msg: line });
+      }
+    }
+  });
+  child.stderr?.on("data", (chunk: Buffer) => logs.push({ msg: chunk.toString("utf8"), stderr: true }));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    child,
+    logs,
+    exited,
+    async kill(signal = "SIGTERM") {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export async function waitForLog(logs: LogLine[], msg: string, timeoutMs = 20_000): Promise<LogLine> {
+  return waitFor(() => logs.find((l) => l.msg === msg), { timeoutMs, what: `log line "${msg}"` });
+}

@@ -1,0 +1,147 @@
+/**
+ * What happens when the parts around slowlane fail: the upstream is down, NATS goes away and
+ * comes back, NATS is not there at start. Real processes, no mocks.
+ */
+import { createServer } from "node:net";
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestBackend } from "../helpers/backend.js";
+import type { TestBackend } from "../helpers/backend.js";
+import { startNatsServer } from "../helpers/nats.js";
+import type { NatsServer } from "../helpers/nats.js";
+import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
+import type { TestApp } from "../helpers/slowlane.js";
+import { waitFor } from "../helpers/wait.js";
+
+const JOBS = "/_slowlane/jobs";
+
+/** A port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+function baseConfig(natsUrl: string, upstream: string) {
+  return {
+    listen: "127.0.0.1:0",
+    upstream,
+    nats: { servers: natsUrl, stream: uniqueStream("faults"), ackWait: "2s" },
+    defaults: { timeout: "5s", ttl: "5m", attempts: 1, retryAfter: "3s" },
+    routes: [{ name: "jobs", methods: ["POST"], path: "/async/**" }],
+  };
+}
+
+describe("upstream down", () => {
+  let nats: NatsServer;
+  let slowlane: TestApp;
+
+  beforeAll(async () => {
+    nats = await startNatsServer();
+    slowlane = await startApp(makeConfig(baseConfig(nats.url, `http://127.0.0.1:${await closedPort()}`)));
+    await slowlane.app.ready;
+  });
+  afterAll(async () => {
+    await slowlane?.close();
+    await nats?.close();
+  });
+
+  it("answers passthrough requests 502 problem+json and keeps running", async () => {
+    for (let i = 0; i < 3; i++) {
+      const res = await request(slowlane.url).get("/anything");
+      expect(res.status).toBe(502);
+      expect(res.headers["content-type"]).toBe("application/problem+json");
+      expect(res.body.code).toBe("SLOWLANE_UPSTREAM_UNREACHABLE");
+    }
+  });
+
+  it("fails an async job as unreachable and answers its result 502", async () => {
+    const accepted = await request(slowlane.url).post("/async/x").send("payload");
+    expect(accepted.status).toBe(202);
+    const id = accepted.body.id as string;
+    const done = await waitFor(async () => {
+      const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
+      return res.status === 303 ? res : undefined;
+    });
+    expect(done.body).toMatchObject({ status: "failed", attempts: 1, error: { code: "SLOWLANE_UPSTREAM_UNREACHABLE" } });
+    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    expect(result.status).toBe(502);
+    expect(result.body.detail).toMatch(/ECONNREFUSED/);
+  });
+});
+
+describe("NATS unavailable", () => {
+  let nats: NatsServer;
+  let backend: TestBackend;
+  let slowlane: TestApp;
+
+  beforeAll(async () => {
+    [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
+    slowlane = await startApp(makeConfig(baseConfig(nats.url, backend.url)));
+    await slowlane.app.ready;
+  });
+  afterAll(async () => {
+    await slowlane?.close();
+    await Promise.all([backend?.close(), nats?.close()]);
+  });
+
+  it("answers 503 on async routes while NATS is down, passthrough keeps working, and recovers", async () => {
+    const before = await request(slowlane.url).post("/async/a").send("x");
+    expect(before.status).toBe(202);
+
+    await nats.stop("SIGKILL");
+    const refused = await waitFor(async () => {
+      const res = await request(slowlane.url).post("/async/b").send("x");
+      return res.status === 503 ? res : undefined;
+    });
+    expect(refused.headers["retry-after"]).toBe("3");
+    expect(refused.headers["content-type"]).toBe("application/problem+json");
+    expect(refused.body.code).toBe("SLOWLANE_NATS_UNAVAILABLE");
+    const passthrough = await request(slowlane.url).get("/plain");
+    expect(passthrough.status).toBe(200);
+
+    await nats.restart();
+    const after = await waitFor(async () => {
+      const res = await request(slowlane.url).post("/async/c").send("x");
+      return res.status === 202 ? res : undefined;
+    });
+    // The job accepted before the outage survived the SIGKILL (file storage) and completes.
+    for (const id of [before.body.id as string, after.body.id as string]) {
+      const done = await waitFor(async () => {
+        const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
+        return res.status === 303 ? res : undefined;
+      });
+      expect(done.body.status).toBe("completed");
+    }
+    expect(backend.callsTo("/async/b")).toHaveLength(0);
+  });
+});
+
+describe("NATS not there at start", () => {
+  let backend: TestBackend;
+  let slowlane: TestApp;
+
+  beforeAll(async () => {
+    backend = await startTestBackend();
+    slowlane = await startApp(makeConfig(baseConfig(`nats://127.0.0.1:${await closedPort()}`, backend.url)));
+  });
+  afterAll(async () => {
+    await slowlane?.close();
+    await backend?.close();
+  });
+
+  it("starts anyway: says where it tried in one line, 503 on async routes, passthrough works", async () => {
+    const line = await waitFor(() => slowlane.logs.find((l) => String(l.msg).startsWith("cannot reach NATS")));
+    expect(line.msg).toMatch(/nats:\/\/127\.0\.0\.1:\d+/);
+    expect(line.msg).toMatch(/nats-server -js/);
+    const res = await request(slowlane.url).post("/async/x").send("x");
+    expect(res.status).toBe(503);
+    expect(res.headers["retry-after"]).toBe("3");
+    const status = await request(slowlane.url).get(`${JOBS}/AAAAAAAAAAAAAAAAAAAAAA`);
+    expect(status.status).toBe(503);
+    const passthrough = await request(slowlane.url).get("/plain");
+    expect(passthrough.status).toBe(200);
+  });
+});
