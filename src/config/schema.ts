@@ -1,0 +1,427 @@
+/**
+ * The one definition of slowlane's YAML file. The same zod schema validates the file (every message says how to
+ * fix the value), turns it into the resolved {@link Config} (defaults merged, durations in milliseconds) and emits
+ * a JSON Schema for editors. Objects are strict: an unknown key is an error, not a silently ignored typo.
+ */
+import { z } from "zod";
+import { DURATION_PATTERN, formatDuration, parseDuration } from "./duration.js";
+import type { Config, RouteConfig } from "./types.js";
+
+/** Methods a route may list: a closed list, so a typo (`POTS`) is an error instead of a route that never matches. */
+export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
+
+/** Defaults of the file, as written in it. */
+const DEFAULTS = {
+  listen: "0.0.0.0:8080",
+  upstream: "http://127.0.0.1:3000",
+  natsServers: "nats://127.0.0.1:4222",
+  stream: "SLOWLANE",
+  ackWait: "30s",
+  jobsPath: "/_slowlane/jobs",
+  timeout: "10m",
+  ttl: "1h",
+  attempts: 3,
+  concurrency: 8,
+  retryAfter: "2s",
+} as const;
+
+const ROUTE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+const STREAM_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+/** An HTTP header name (RFC 9110 token). */
+const HEADER_NAME_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A URL path without query, fragment, glob star or blanks. */
+const JOBS_PATH_PATTERN = /^\/[^*?#\s]*$/;
+/** Node.js timers overflow past 2^31-1 ms (24.8 days) and then fire at once; stay below. */
+const MAX_TIMER_MS = 24 * 86_400_000;
+
+/** How a value from the file reads in a message: strings quoted, lists and mappings named. */
+function showValue(value: unknown): string {
+  if (value === null) return "nothing";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "a mapping";
+  if (typeof value === "string") return JSON.stringify(value);
+  return String(value);
+}
+
+/** Messages for absent and empty values, the same everywhere. */
+function absent(input: unknown): string | undefined {
+  if (input === undefined) return "is required";
+  if (input === null) return "has no value (set one, or remove the key to use the default)";
+  return undefined;
+}
+
+/** An error map: `describe` explains a present but wrong value. */
+function explain(describe: (input: unknown) => string): (issue: { readonly input?: unknown }) => string {
+  return (issue) => absent(issue.input) ?? describe(issue.input);
+}
+
+// ---- values --------------------------------------------------------------------------------------------------
+
+/** A duration string (`30s`), resolved to milliseconds within [min, max]. */
+function duration(limits: { min?: number; max?: number } = {}) {
+  const min = limits.min ?? 1;
+  const max = limits.max ?? Number.MAX_SAFE_INTEGER;
+  const typeError = explain((input) =>
+    typeof input === "number"
+      ? `${input} has no unit: write "${input}s" (units: ms, s, m, h, d)`
+      : `must be a duration like 30s, 10m or 2h, got ${showValue(input)}`,
+  );
+  return z
+    .string({ error: typeError })
+    .regex(DURATION_PATTERN, { error: (issue) => `${showValue(issue.input)} is not a duration (use 30s, 10m, 2h)` })
+    .transform((text, ctx) => {
+      const ms = parseDuration(text);
+      if (ms !== undefined && ms >= min && ms <= max) return ms;
+      const message =
+        ms === undefined
+          ? `${showValue(text)} is not a positive duration (use 30s, 10m, 2h)`
+          : ms < min
+            ? `${showValue(text)} is too short (at least ${formatDuration(min)})`
+            : `${showValue(text)} is too long (at most ${formatDuration(max)})`;
+      ctx.addIssue({ code: "custom", message, input: text });
+      return z.NEVER;
+    });
+}
+
+/** An integer within [min, max]. */
+function wholeNumber(min: number, max: number) {
+  const error = explain((input) => `must be a whole number from ${min} to ${max}, got ${showValue(input)}`);
+  return z.int({ error }).min(min, { error }).max(max, { error });
+}
+
+const listenError = explain(
+  (input) => `${showValue(input)} is not a listen address (use host:port like 0.0.0.0:8080, or a port number 0-65535)`,
+);
+
+/** `host:port`, `[ipv6]:port` or a bare port (string or number); a bare port listens on every IPv4 interface. */
+function parseListen(value: number | string): { host: string; port: number } | undefined {
+  if (typeof value === "number") return { host: "0.0.0.0", port: value };
+  const match = /^(?:(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]/]+)):)?(\d{1,5})$/.exec(value);
+  if (match === null) return undefined;
+  const port = Number(match[3]);
+  if (port > 65_535) return undefined;
+  return { host: match[1] ?? match[2] ?? "0.0.0.0", port };
+}
+
+const listen = z
+  .union([z.int({ error: listenError }).min(0, { error: listenError }).max(65_535, { error: listenError }), z.string()], {
+    error: listenError,
+  })
+  .transform((value, ctx) => {
+    const address = parseListen(value);
+    if (address === undefined) {
+      ctx.addIssue({ code: "custom", message: listenError({ input: value }), input: value });
+      return z.NEVER;
+    }
+    return address;
+  });
+
+/** Returns the normalized URL, or why the text is not a usable upstream. */
+function parseUpstream(text: string): { url: string } | { problem: string } {
+  const example = "use e.g. http://127.0.0.1:3000";
+  if (!URL.canParse(text)) return { problem: `${showValue(text)} is not an absolute URL (${example})` };
+  const url = new URL(text);
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    return { problem: `${showValue(text)} is not an http(s) URL (${example})` };
+  }
+  // URL drops an empty "?" or "#", so look at the text itself.
+  if (text.includes("?") || text.includes("#")) {
+    return { problem: `${showValue(text)} must not have a query or fragment (requests bring their own)` };
+  }
+  return { url: url.href.replace(/\/+$/, "") };
+}
+
+const upstream = z
+  .string({ error: explain((input) => `must be a URL like http://127.0.0.1:3000, got ${showValue(input)}`) })
+  .transform((text, ctx) => {
+    const result = parseUpstream(text);
+    if ("problem" in result) {
+      ctx.addIssue({ code: "custom", message: result.problem, input: text });
+      return z.NEVER;
+    }
+    return result.url;
+  });
+
+/** Splits a comma-separated server list (the form `NATS_URL` uses too); blanks are dropped. */
+export function splitServers(text: string): string[] {
+  return text
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+}
+
+const serversError = explain(
+  (input) => `must be a NATS URL or a non-empty list of them (e.g. nats://127.0.0.1:4222), got ${showValue(input)}`,
+);
+const serverUrl = z.string({ error: serversError }).min(1, { error: serversError });
+const servers = z
+  .union([serverUrl, z.array(serverUrl, { error: serversError }).min(1, { error: serversError })], {
+    error: serversError,
+  })
+  .transform((value, ctx) => {
+    const list = (typeof value === "string" ? [value] : value).flatMap(splitServers);
+    if (list.length === 0) {
+      ctx.addIssue({ code: "custom", message: serversError({ input: value }), input: value });
+      return z.NEVER;
+    }
+    return list;
+  });
+
+const stream = z
+  .string({ error: explain((input) => `must be a stream name like SLOWLANE, got ${showValue(input)}`) })
+  .regex(STREAM_PATTERN, {
+    error: (issue) => `${showValue(issue.input)} is not a valid stream name (use 1-32 letters, digits, "_" or "-")`,
+  });
+
+const jobsPath = z
+  .string({ error: explain((input) => `must be a URL path like /_slowlane/jobs, got ${showValue(input)}`) })
+  .regex(JOBS_PATH_PATTERN, {
+    error: (issue) =>
+      typeof issue.input === "string" && !issue.input.startsWith("/")
+        ? `${showValue(issue.input)} must start with "/" (e.g. /_slowlane/jobs)`
+        : `${showValue(issue.input)} must be a plain path: no "*", "?", "#" or spaces`,
+  })
+  .transform((text, ctx) => {
+    const path = text.replace(/\/+$/, "");
+    if (path === "") {
+      ctx.addIssue({ code: "custom", message: `must not be "/" (every route would be under it)`, input: text });
+      return z.NEVER;
+    }
+    return path;
+  });
+
+const headerName = z
+  .string({ error: explain((input) => `must be a header name like x-api-key, got ${showValue(input)}`) })
+  .regex(HEADER_NAME_PATTERN, { error: (issue) => `${showValue(issue.input)} is not a valid header name` });
+
+const methodsError = explain((input) => `must be a list of methods like [GET, POST], got ${showValue(input)}`);
+const method = z
+  .string({ error: explain((input) => `must be a method name like POST, got ${showValue(input)}`) })
+  .refine((text) => (HTTP_METHODS as readonly string[]).includes(text.toUpperCase()), {
+    error: (issue) =>
+      `${showValue(issue.input)} is not an HTTP method (must be one of ${HTTP_METHODS.join(", ")})`,
+  })
+  .transform((text) => text.toUpperCase());
+
+const routeName = z
+  .string({ error: explain((input) => `must be a name like "reports", got ${showValue(input)}`) })
+  .regex(ROUTE_NAME_PATTERN, {
+    error: (issue) =>
+      `${showValue(issue.input)} is not a valid route name (use 1-64 letters, digits, "_" or "-")`,
+  });
+
+const routePath = z
+  .string({ error: explain((input) => `must be a path like /reports/**, got ${showValue(input)}`) })
+  .regex(/^\//, { error: (issue) => `${showValue(issue.input)} must start with "/" (write "/${String(issue.input)}")` })
+  .regex(/^[^?#\s]*$/, {
+    error: (issue) => `${showValue(issue.input)} must not contain "?", "#" or spaces (routes match the path only)`,
+  });
+
+// ---- sections ------------------------------------------------------------------------------------------------
+
+function mapping(what: string) {
+  return explain((input) => `${what} must be a mapping (key: value lines), got ${showValue(input)}`);
+}
+
+/** Route settings: every key a route may set and `defaults` may set for all of them. */
+const settings = {
+  timeout: duration({ max: MAX_TIMER_MS }),
+  ttl: duration({ min: 1_000 }),
+  attempts: wholeNumber(1, 100),
+  concurrency: wholeNumber(1, 10_000),
+  retryAfter: duration(),
+};
+
+type Settings = Omit<RouteConfig, "name" | "methods" | "path">;
+
+/** Retry-After is whole seconds: rounded up so clients never poll sooner than configured. */
+function toRetryAfterS(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1_000));
+}
+
+const natsSection = z.strictObject(
+  {
+    servers: servers.prefault(DEFAULTS.natsServers),
+    stream: stream.default(DEFAULTS.stream),
+    ackWait: duration({ min: 100, max: MAX_TIMER_MS }).prefault(DEFAULTS.ackWait),
+  },
+  { error: mapping("nats") },
+);
+
+const defaultsSection = z
+  .strictObject(
+    {
+      timeout: settings.timeout.prefault(DEFAULTS.timeout),
+      ttl: settings.ttl.prefault(DEFAULTS.ttl),
+      attempts: settings.attempts.default(DEFAULTS.attempts),
+      concurrency: settings.concurrency.default(DEFAULTS.concurrency),
+      retryAfter: settings.retryAfter.prefault(DEFAULTS.retryAfter),
+    },
+    { error: mapping("defaults") },
+  )
+  .transform(
+    (d): Settings => ({
+      timeoutMs: d.timeout,
+      ttlMs: d.ttl,
+      attempts: d.attempts,
+      concurrency: d.concurrency,
+      retryAfterS: toRetryAfterS(d.retryAfter),
+    }),
+  );
+
+const route = z.strictObject(
+  {
+    name: routeName,
+    methods: z
+      .array(method, { error: methodsError })
+      .min(1, { error: "must list at least one method (remove the key to match every method)" })
+      .optional(),
+    path: routePath,
+    timeout: settings.timeout.optional(),
+    ttl: settings.ttl.optional(),
+    attempts: settings.attempts.optional(),
+    concurrency: settings.concurrency.optional(),
+    retryAfter: settings.retryAfter.optional(),
+  },
+  { error: explain((input) => `a route must be a mapping with at least name and path, got ${showValue(input)}`) },
+);
+
+type RouteInput = z.output<typeof route>;
+
+function resolveRoute(r: RouteInput, defaults: Settings): RouteConfig {
+  return {
+    name: r.name,
+    methods: r.methods === undefined ? undefined : [...new Set(r.methods)],
+    path: r.path,
+    timeoutMs: r.timeout ?? defaults.timeoutMs,
+    ttlMs: r.ttl ?? defaults.ttlMs,
+    attempts: r.attempts ?? defaults.attempts,
+    concurrency: r.concurrency ?? defaults.concurrency,
+    retryAfterS: r.retryAfter === undefined ? defaults.retryAfterS : toRetryAfterS(r.retryAfter),
+  };
+}
+
+/** The whole file. Its output is the resolved {@link Config} before environment overrides (`NATS_URL`). */
+export const configSchema = z
+  .strictObject(
+    {
+      listen: listen.prefault(DEFAULTS.listen),
+      upstream: upstream.prefault(DEFAULTS.upstream),
+      nats: natsSection.prefault({}),
+      jobs: z.strictObject({ path: jobsPath.prefault(DEFAULTS.jobsPath) }, { error: mapping("jobs") }).prefault({}),
+      log: z
+        .strictObject(
+          {
+            redactHeaders: z
+              .array(headerName, { error: explain((i) => `must be a list of header names, got ${showValue(i)}`) })
+              .default([]),
+          },
+          { error: mapping("log") },
+        )
+        .prefault({}),
+      defaults: defaultsSection.prefault({}),
+      routes: z
+        .array(route, { error: explain((i) => `must be a list of routes (lines starting with "- "), got ${showValue(i)}`) })
+        .default([]),
+    },
+    { error: (issue) => `the file must be a mapping of keys (listen, upstream, nats, ...), got ${showValue(issue.input)}` },
+  )
+  .transform(
+    (c): Config => ({
+      listen: c.listen,
+      upstream: c.upstream,
+      nats: { servers: c.nats.servers, stream: c.nats.stream, ackWaitMs: c.nats.ackWait },
+      jobs: c.jobs,
+      log: { redactHeaders: [...new Set(c.log.redactHeaders.map((h) => h.toLowerCase()))] },
+      defaults: c.defaults,
+      routes: c.routes.map((r) => resolveRoute(r, c.defaults)),
+    }),
+  );
+
+/** What the YAML file may contain, as TypeScript sees it. */
+export type ConfigInput = z.input<typeof configSchema>;
+
+/** A problem the schema cannot see key by key; `path` as zod writes it. */
+export interface RouteTableProblem {
+  readonly path: readonly (string | number)[];
+  readonly message: string;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Checks that need the whole route list: unique names (ignoring case, as NATS consumer names end up as file
+ * names) and no route at or under `jobs.path`. It reads the raw input defensively, so these problems are
+ * reported along with the schema's instead of after they are fixed.
+ */
+export function checkRouteTable(input: unknown): RouteTableProblem[] {
+  if (!isRecord(input) || !Array.isArray(input.routes)) return [];
+  const problems: RouteTableProblem[] = [];
+  const jobs = isRecord(input.jobs) ? input.jobs.path : undefined;
+  const jobsPath =
+    jobs === undefined ? DEFAULTS.jobsPath : typeof jobs === "string" ? jobs.replace(/\/+$/, "") : undefined;
+  const seen = new Map<string, { index: number; name: string }>();
+  input.routes.forEach((r: unknown, i) => {
+    if (!isRecord(r)) return;
+    if (typeof r.name === "string" && ROUTE_NAME_PATTERN.test(r.name)) {
+      const key = r.name.toLowerCase();
+      const first = seen.get(key);
+      if (first === undefined) seen.set(key, { index: i, name: r.name });
+      else {
+        problems.push({
+          path: ["routes", i, "name"],
+          message: `duplicate route name ${showValue(r.name)}: routes[${first.index}] is named ${showValue(first.name)} (names must be unique, ignoring case)`,
+        });
+      }
+    }
+    if (jobsPath !== undefined && jobsPath !== "" && typeof r.path === "string") {
+      if (r.path === jobsPath || r.path.startsWith(`${jobsPath}/`)) {
+        problems.push({
+          path: ["routes", i, "path"],
+          message: `${showValue(r.path)} is at or under jobs.path ${showValue(jobsPath)}, where job status is served; pick another path or change jobs.path`,
+        });
+      }
+    }
+  });
+  return problems;
+}
+
+type AnySchema = z.core.$ZodType;
+
+/** Looks through wrappers (optional, default, transform...) to the schema that parses the value. */
+function unwrap(schema: AnySchema): AnySchema {
+  const def = (schema as z.core.$ZodTypes)._zod.def;
+  switch (def.type) {
+    case "optional":
+    case "default":
+    case "prefault":
+    case "nullable":
+      return unwrap(def.innerType);
+    case "pipe":
+      return unwrap(def.in);
+    default:
+      return schema;
+  }
+}
+
+/** The keys allowed in the mapping at `path` (e.g. `["routes", 0]`), or [] when that is not a mapping. */
+export function allowedKeys(path: readonly PropertyKey[]): string[] {
+  let schema = unwrap(configSchema);
+  for (const segment of path) {
+    const def = (schema as z.core.$ZodTypes)._zod.def;
+    let next: AnySchema | undefined;
+    if (def.type === "object" && typeof segment === "string") next = def.shape[segment];
+    else if (def.type === "array") next = def.element;
+    if (next === undefined) return [];
+    schema = unwrap(next);
+  }
+  const def = (schema as z.core.$ZodTypes)._zod.def;
+  return def.type === "object" ? Object.keys(def.shape) : [];
+}
+
+/** JSON Schema (draft 2020-12) of the YAML file, for editors' completion and validation. */
+export function configJsonSchema(): z.core.JSONSchema.BaseSchema {
+  return z.toJSONSchema(configSchema, { io: "input", unrepresentable: "any" });
+}
