@@ -4,6 +4,7 @@
  * they reach a subject or a KV key; anything else is a 404.
  */
 import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config, RouteConfig } from "../config/index.js";
 import {
@@ -110,7 +111,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       res.end(body);
       return;
     }
-    Readable.fromWeb(body as import("node:stream/web").ReadableStream<Uint8Array>)
+    Readable.fromWeb(body as WebReadableStream<Uint8Array>)
       .on("error", (err) => {
         log.error({ err, job: record.id }, "streaming a stored body failed");
         res.destroy(err);

@@ -1,0 +1,103 @@
+/**
+ * JetStream set-up is idempotent and follows the config; state lives in JetStream, so proxy
+ * replicas and restarts see the same jobs.
+ */
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { nanos } from "@nats-io/transport-node";
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { provision } from "../../src/queue/provision.js";
+import { startTestBackend } from "../helpers/backend.js";
+import type { TestBackend } from "../helpers/backend.js";
+import { startNatsServer } from "../helpers/nats.js";
+import type { NatsServer } from "../helpers/nats.js";
+import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
+import { waitFor } from "../helpers/wait.js";
+
+const JOBS = "/_slowlane/jobs";
+let nats: NatsServer;
+let backend: TestBackend;
+let nc: NatsConnection;
+
+beforeAll(async () => {
+  [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
+  nc = await connect({ servers: nats.url });
+});
+afterAll(async () => {
+  await nc?.close();
+  await Promise.all([backend?.close(), nats?.close()]);
+});
+
+function configDoc(stream: string, route: Record<string, unknown> = {}) {
+  return {
+    listen: "127.0.0.1:0",
+    upstream: backend.url,
+    nats: { servers: nats.url, stream, ackWait: "5s" },
+    routes: [{ name: "reports", methods: ["POST"], path: "/reports/**", concurrency: 3, ttl: "1h", ...route }],
+  };
+}
+
+describe("provisioning", () => {
+  it("creates the stream, a consumer per route and the stores, and is idempotent", async () => {
+    const stream = uniqueStream("prov");
+    const config = makeConfig(configDoc(stream));
+    await provision(nc, config, { consumers: true });
+    const ctx = await provision(nc, config, { consumers: true });
+
+    const si = await ctx.jsm.streams.info(stream);
+    expect(si.config.retention).toBe("workqueue");
+    expect(si.config.storage).toBe("file");
+    const ci = await ctx.jsm.consumers.info(stream, "route_reports");
+    expect(ci.config.max_ack_pending).toBe(3);
+    expect(ci.config.ack_wait).toBe(nanos(5_000));
+    expect(ci.config.filter_subject).toBe(`${stream}.jobs.reports.*`);
+    const consumers = [];
+    for await (const c of ctx.jsm.consumers.list(stream)) consumers.push(c.name);
+    expect(consumers).toEqual(["route_reports"]);
+  });
+
+  it("applies changed settings to what exists", async () => {
+    const stream = uniqueStream("prov");
+    await provision(nc, makeConfig(configDoc(stream)), { consumers: true });
+    const ctx = await provision(nc, makeConfig(configDoc(stream, { concurrency: 7, ttl: "2h" })), { consumers: true });
+    const ci = await ctx.jsm.consumers.info(stream, "route_reports");
+    expect(ci.config.max_ack_pending).toBe(7);
+    const results = await ctx.jsm.streams.info(`KV_${stream}_results`);
+    expect(results.config.max_age).toBe(nanos(2 * 3600_000));
+    const bodies = await ctx.jsm.streams.info(`OBJ_${stream}_bodies`);
+    expect(bodies.config.max_age).toBe(nanos(2 * 3600_000));
+  });
+});
+
+describe("state lives in JetStream", () => {
+  it("a queued job is visible to any proxy replica, survives a proxy restart and completes when a worker starts", async () => {
+    const doc = configDoc(uniqueStream("replica"));
+    const first = await startApp(makeConfig(doc), "proxy");
+    await first.app.ready;
+    const accepted = await request(first.url).post("/reports/q3?ms=0").send("body");
+    expect(accepted.status).toBe(202);
+    const id = accepted.body.id as string;
+    await first.close();
+
+    const replica = await startApp(makeConfig(doc), "proxy");
+    await replica.app.ready;
+    const queued = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+    expect(queued.status).toBe(202);
+    expect(queued.body).toMatchObject({ id, status: "queued", attempts: 0, route: "reports" });
+    expect(backend.callsTo("/reports/q3")).toHaveLength(0);
+
+    const worker = await startApp(makeConfig(doc), "worker");
+    try {
+      const done = await waitFor(async () => {
+        const res = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+        return res.status === 303 ? res : undefined;
+      });
+      expect(done.body).toMatchObject({ status: "completed", attempts: 1, responseStatus: 200 });
+      expect(backend.callsTo("/reports/q3")).toHaveLength(1);
+    } finally {
+      await worker.close();
+      await replica.close();
+    }
+  });
+});

@@ -1,0 +1,119 @@
+import { describe, expect, it } from "vitest";
+import { withoutHopByHop, toHeaderPairs } from "../../src/http/hop-by-hop.js";
+import { decodeEnvelope, ENVELOPE_HEADER, toEnvelopeHeaders } from "../../src/queue/envelope.js";
+import { createJobId, isJobId } from "../../src/queue/job-id.js";
+import { toJetStreamNames } from "../../src/queue/names.js";
+import { decodeRecord, encodeRecord, isExpired, toStatusBody } from "../../src/store/job-record.js";
+import type { JobRecord } from "../../src/store/job-record.js";
+import { backoffDelayMs } from "../../src/worker/retry-policy.js";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+
+describe("job ids", () => {
+  it("are 22 URL-safe characters (128 bits) and never repeat", () => {
+    const ids = new Set(Array.from({ length: 10_000 }, createJobId));
+    expect(ids.size).toBe(10_000);
+    for (const id of ids) expect(isJobId(id)).toBe(true);
+  });
+
+  it("reject anything but that exact shape", () => {
+    for (const bad of ["", "a", "*", ">", "a.b", "..%2F", "A".repeat(21), "A".repeat(23), "AAAAAAAAAAAAAAAAAAAAA=", "x".repeat(5000)]) {
+      expect(isJobId(bad), bad).toBe(false);
+    }
+  });
+});
+
+describe("request envelope", () => {
+  it("round-trips a request, including awkward header values", () => {
+    const job = {
+      id: createJobId(),
+      route: "reports",
+      method: "POST",
+      url: "/reports/q3?x=1&y=%0A",
+      headers: ["Content-Type", "application/json", "X-Odd", 'quote " and \\ and ünïcode', "X-Odd", "second"],
+      createdAt: 1_700_000_000_000,
+    };
+    expect(decodeEnvelope(toEnvelopeHeaders(job))).toEqual(job);
+  });
+
+  it("refuses messages slowlane did not write", () => {
+    expect(decodeEnvelope(undefined)).toBeUndefined();
+    const h = natsHeaders();
+    h.set(ENVELOPE_HEADER, "{not json");
+    expect(decodeEnvelope(h)).toBeUndefined();
+    h.set(ENVELOPE_HEADER, JSON.stringify({ v: 1, id: "x", route: "r", method: "GET", url: "/", headers: ["odd"], createdAt: 1 }));
+    expect(decodeEnvelope(h)).toBeUndefined();
+  });
+});
+
+describe("hop-by-hop headers", () => {
+  it("drops hop-by-hop headers and those named in Connection, keeps repeats", () => {
+    const pairs = ["Host", "a", "Connection", "keep-alive, X-Secret-Hop", "X-Secret-Hop", "1", "Keep-Alive", "timeout=5",
+      "Transfer-Encoding", "chunked", "TE", "trailers", "Upgrade", "h2c", "Set-Cookie", "a=1", "Set-Cookie", "b=2"];
+    expect(withoutHopByHop(pairs)).toEqual(["Host", "a", "Set-Cookie", "a=1", "Set-Cookie", "b=2"]);
+    expect(withoutHopByHop(["Content-Length", "3", "X", "y"], new Set(["content-length"]))).toEqual(["X", "y"]);
+  });
+
+  it("flattens header objects with array values", () => {
+    expect(toHeaderPairs({ a: "1", "set-cookie": ["x", "y"], skip: undefined })).toEqual(["a", "1", "set-cookie", "x", "set-cookie", "y"]);
+  });
+});
+
+describe("job records", () => {
+  const record: JobRecord = {
+    id: "AAAAAAAAAAAAAAAAAAAAAA",
+    route: "r",
+    status: "completed",
+    attempts: 1,
+    createdAt: 1_000,
+    updatedAt: 2_000,
+    expiresAt: 5_000,
+    response: { status: 201, headers: ["a", "b"], bodyBytes: 3, body: "kv" },
+  };
+
+  it("round-trip and reject junk", () => {
+    expect(decodeRecord(encodeRecord(record))).toEqual(record);
+    expect(decodeRecord(new TextEncoder().encode("null"))).toBeUndefined();
+    expect(decodeRecord(new TextEncoder().encode('{"id":"x","status":"weird"}'))).toBeUndefined();
+  });
+
+  it("expire at expiresAt", () => {
+    expect(isExpired(record, 4_999)).toBe(false);
+    expect(isExpired(record, 5_000)).toBe(true);
+    expect(isExpired({ ...record, expiresAt: undefined }, 1e15)).toBe(false);
+  });
+
+  it("render the public status body with ISO times and the result URL when final", () => {
+    expect(toStatusBody(record, "/jobs/AAAAAAAAAAAAAAAAAAAAAA")).toEqual({
+      id: record.id,
+      status: "completed",
+      route: "r",
+      attempts: 1,
+      createdAt: "1970-01-01T00:00:01.000Z",
+      updatedAt: "1970-01-01T00:00:02.000Z",
+      expiresAt: "1970-01-01T00:00:05.000Z",
+      statusUrl: "/jobs/AAAAAAAAAAAAAAAAAAAAAA",
+      resultUrl: "/jobs/AAAAAAAAAAAAAAAAAAAAAA/result",
+      responseStatus: 201,
+    });
+  });
+});
+
+describe("JetStream names", () => {
+  it("derive every name from the prefix, one subject per job", () => {
+    const n = toJetStreamNames("SL");
+    expect([n.stream, n.jobsBucket, n.resultsBucket, n.bodiesStore]).toEqual(["SL", "SL_jobs", "SL_results", "SL_bodies"]);
+    expect(n.jobSubject("reports", "abc")).toBe("SL.jobs.reports.abc");
+    expect(n.routeFilter("reports")).toBe("SL.jobs.reports.*");
+    expect(n.consumer("reports")).toBe("route_reports");
+  });
+});
+
+describe("retry backoff", () => {
+  it("grows exponentially from 1 s, capped at 60 s, jittered within the upper half", () => {
+    expect(backoffDelayMs(2, undefined, () => 0)).toBe(500);
+    expect(backoffDelayMs(2, undefined, () => 1)).toBe(1_000);
+    expect(backoffDelayMs(4, undefined, () => 1)).toBe(4_000);
+    expect(backoffDelayMs(30, undefined, () => 1)).toBe(60_000);
+    expect(backoffDelayMs(30, undefined, () => 0)).toBe(30_000);
+  });
+});

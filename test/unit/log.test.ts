@@ -1,0 +1,29 @@
+import { describe, expect, it } from "vitest";
+import { createLogger } from "../../src/log.js";
+import { createLogSink } from "../helpers/slowlane.js";
+
+describe("log redaction", () => {
+  it("redacts authorization, cookie, set-cookie and configured headers wherever headers are logged", () => {
+    const sink = createLogSink();
+    const log = createLogger({ destination: sink.stream, redactHeaders: ["X-Api-Key"] });
+    const headers = {
+      authorization: "Bearer secret-token",
+      cookie: "session=secret",
+      "set-cookie": ["a=secret"],
+      "x-api-key": "secret-key",
+      "x-trace": "visible",
+    };
+    log.info({ headers }, "top level");
+    log.info({ req: { headers } }, "nested once");
+    log.info({ job: { request: { headers } } }, "nested twice");
+
+    expect(sink.lines).toHaveLength(3);
+    const text = JSON.stringify(sink.lines);
+    expect(text).not.toContain("secret");
+    expect(sink.lines[0]?.headers).toMatchObject({ authorization: "[redacted]", "x-trace": "visible" });
+    expect((sink.lines[1]?.req as { headers: object }).headers).toMatchObject({ cookie: "[redacted]" });
+    const deep = (sink.lines[2]?.job as { request: { headers: Record<string, unknown> } }).request.headers;
+    expect(deep["x-api-key"]).toBe("[redacted]");
+    expect(deep["x-trace"]).toBe("visible");
+  });
+});
