@@ -6,6 +6,7 @@
  *   /echo, /echo/**       JSON echo of method, url, headers and the body (base64)
  *   /hang                 never answers
  *   anything else         200 JSON { method, url }
+ * Upgrade requests are switched (101) and echo bytes back.
  */
 import { createServer } from "node:http";
 import type { IncomingHttpHeaders, Server, ServerResponse } from "node:http";
@@ -101,6 +102,11 @@ export async function startTestBackend(port = 0): Promise<TestBackend> {
           json(res, 200, { method: req.method, url: req.url });
       }
     });
+  });
+  // WebSocket-style upgrade: switch protocols, then echo every byte back.
+  server.on("upgrade", (_req, socket: Socket) => {
+    socket.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n");
+    socket.pipe(socket);
   });
   server.on("connection", (s: Socket) => {
     sockets.add(s);

@@ -2,6 +2,8 @@
  * The whole async request-reply flow through real HTTP, a real nats-server and a real backend:
  * 202 → poll → 303 → result, exact replay, failures, hostile ids, expiry and passthrough.
  */
+import { request as httpRequest } from "node:http";
+import type { Socket } from "node:net";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { binaryPattern, startTestBackend } from "../helpers/backend.js";
@@ -233,5 +235,22 @@ describe("passthrough", () => {
     const res = await request(slowlane.url).get("/slow?ms=0");
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ method: "GET", url: "/slow?ms=0", bodyBytes: 0 });
+  });
+
+  it("passes WebSocket upgrades through and relays bytes both ways", async () => {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const req = httpRequest(`${slowlane.url}/ws`, { headers: { connection: "Upgrade", upgrade: "websocket" } });
+      req.on("upgrade", (res, s: Socket) => {
+        expect(res.statusCode).toBe(101);
+        resolve(s);
+      });
+      req.on("response", (res) => reject(new Error(`no upgrade: ${res.statusCode}`)));
+      req.on("error", reject);
+      req.end();
+    });
+    const echoed = new Promise<string>((resolve) => socket.once("data", (d: Buffer) => resolve(d.toString())));
+    socket.write("ping through slowlane");
+    expect(await echoed).toBe("ping through slowlane");
+    socket.destroy();
   });
 });
