@@ -19,9 +19,11 @@ import { waitFor } from "./wait.js";
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
 
-/** A pino destination that keeps every line, parsed (pino's own tests do the same). */
-export function createLogSink(): { lines: LogLine[]; stream: Writable } {
-  const lines: LogLine[] = [];
+/**
+ * A writable that keeps every line written to it, parsed as JSON (pino's own tests do the same);
+ * lines that are not JSON (the CLI's plain output) are kept as `{ msg: line }`.
+ */
+export function createLogSink(lines: LogLine[] = []): { lines: LogLine[]; stream: Writable } {
   let pending = "";
   const stream = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -30,7 +32,12 @@ export function createLogSink(): { lines: LogLine[]; stream: Writable } {
       while ((nl = pending.indexOf("\n")) !== -1) {
         const line = pending.slice(0, nl);
         pending = pending.slice(nl + 1);
-        if (line.trim()) lines.push(JSON.parse(line) as LogLine);
+        if (!line.trim()) continue;
+        try {
+          lines.push(JSON.parse(line) as LogLine);
+        } catch {
+          lines.push({ msg: line });
+        }
       }
       done();
     },
@@ -85,23 +92,11 @@ export function spawnSlowlane(role: Role | "check", configFile: string, env: Nod
     env: { ...process.env, LOG_LEVEL: "debug", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
-  const logs: LogLine[] = [];
-  let pending = "";
-  child.stdout?.on("data", (chunk: Buffer) => {
-    pending += chunk.toString("utf8");
-    let nl: number;
-    while ((nl = pending.indexOf("\n")) !== -1) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      try {
-        logs.push(JSON.parse(line) as LogLine);
-      } catch {
-        logs.push({ msg: line });
-      }
-    }
-  });
+  const { lines: logs, stream } = createLogSink();
+  child.stdout?.pipe(stream);
   child.stderr?.on("data", (chunk: Buffer) => logs.push({ msg: chunk.toString("utf8"), stderr: true }));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  // "close", not "exit": it fires once stdout and stderr are drained, so `logs` is complete.
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
   return {
     child,
     logs,
