@@ -174,6 +174,25 @@ describe("accept → poll → 303 → result", () => {
   });
 });
 
+describe("request bodies", () => {
+  it("refuses a body larger than a NATS message with 413 before queueing anything", async () => {
+    const before = backend.callsTo("/slow?ms=0&tag=big").length;
+    const res = await request(slowlane.url)
+      .post("/slow?ms=0&tag=big")
+      .set("content-type", "application/octet-stream")
+      .send(Buffer.alloc(1024 * 1024 + 1));
+    expect(res.status).toBe(413);
+    expect(res.headers["content-type"]).toBe("application/problem+json");
+    expect(res.body.code).toBe("SLOWLANE_BODY_TOO_LARGE");
+    expect(slowlane.logs.filter((l) => l.msg === "job accepted" && l.bodyBytes === 1024 * 1024 + 1)).toHaveLength(0);
+    // The process is healthy and the route still accepts.
+    const ok = await request(slowlane.url).post("/slow?ms=0&tag=big").send("small");
+    expect(ok.status).toBe(202);
+    await waitFinal(ok.body.id as string);
+    expect(backend.callsTo("/slow?ms=0&tag=big").length - before).toBe(1);
+  });
+});
+
 describe("job ids", () => {
   it("answers 404 for unknown, malformed and hostile ids, never 5xx", async () => {
     const hostile = [
