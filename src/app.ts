@@ -48,6 +48,8 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
   const hasWorker = role !== "proxy";
 
   let backend: { context: JetStreamContext; store: JobStore } | undefined;
+  let forwarder: Forwarder | undefined;
+  let closing = false;
   const nats = createNatsClient({
     servers: config.nats.servers,
     name: `slowlane-${role}`,
@@ -62,12 +64,11 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
         maxPayloadBytes: nc.info?.max_payload ?? 1024 * 1024,
       });
       backend = { context, store };
+      if (forwarder && context.createdConsumers.length > 0) await forwarder.resubscribe(context.createdConsumers);
     },
   });
   const connected = () => (nats.isConnected() ? backend : undefined);
 
-  let forwarder: Forwarder | undefined;
-  let closing = false;
   const ready = nats.ready.then(async () => {
     if (hasWorker && backend && !closing) {
       forwarder = await createForwarder({ config, context: backend.context, store: backend.store, log });

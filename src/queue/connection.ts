@@ -44,6 +44,23 @@ export function createNatsClient(options: NatsClientOptions): NatsClient {
     connected = true;
   }
 
+  /**
+   * After a reconnect the server may have lost or reset its state (a new pod without a volume), or
+   * JetStream may still be recovering its streams: set up again until it works, staying "not
+   * connected" (503) meanwhile rather than accepting into a stream that is not there.
+   */
+  async function setUpAgain(nc: NatsConnection): Promise<void> {
+    for (let attempt = 1; !closing.signal.aborted && !nc.isClosed(); attempt++) {
+      try {
+        await setUp(nc);
+        return;
+      } catch (err) {
+        if (attempt === 1) log.error({ err }, `setting up JetStream after reconnect failed; retrying every ${retryDelayMs / 1000}s`);
+        await sleep(retryDelayMs, undefined, { signal: closing.signal }).catch(() => undefined);
+      }
+    }
+  }
+
   async function watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
       if (s.type === "disconnect") {
@@ -51,8 +68,7 @@ export function createNatsClient(options: NatsClientOptions): NatsClient {
         log.warn({ server: s.server }, "NATS connection lost; async routes answer 503 until it is back");
       } else if (s.type === "reconnect") {
         log.info({ server: s.server }, "NATS connection restored");
-        // The server may have lost or reset its state (a new pod without a volume): set up again.
-        await setUp(nc).catch((err: unknown) => log.error({ err }, "setting up JetStream after reconnect failed"));
+        await setUpAgain(nc);
       }
     }
   }

@@ -24,6 +24,8 @@ export interface JetStreamContext {
   readonly jobs: KV;
   readonly results: KV;
   readonly bodies: ObjectStore;
+  /** Routes whose consumer this set-up had to create (first start, or a server that lost its state). */
+  readonly createdConsumers: readonly string[];
 }
 
 /** Duplicate window for `Nats-Msg-Id`: a retried publish of the same job within it is stored once. */
@@ -84,12 +86,13 @@ async function ensureStream(jsm: JetStreamManager, names: JetStreamNames): Promi
   if (changed) await jsm.streams.update(names.stream, { ...info.config, ...wanted });
 }
 
-async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Partial<ConsumerConfig>): Promise<void> {
+/** Creates or updates a route's consumer; true when it had to be created. */
+async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Partial<ConsumerConfig>): Promise<boolean> {
   const durable = wanted.durable_name as string;
   const info = await jsm.consumers.info(stream, durable).catch(() => null);
   if (!info) {
     await jsm.consumers.add(stream, wanted);
-    return;
+    return true;
   }
   if (info.config.max_ack_pending !== wanted.max_ack_pending || info.config.ack_wait !== wanted.ack_wait) {
     await jsm.consumers.update(stream, durable, {
@@ -97,6 +100,7 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Par
       ack_wait: wanted.ack_wait,
     });
   }
+  return false;
 }
 
 /** Makes a stream's `max_age` what the config says; stores opened by name do not update it themselves. */
@@ -118,8 +122,11 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   const js = jetstream(nc);
 
   await ensureStream(jsm, names);
+  const createdConsumers: string[] = [];
   if (options.consumers) {
-    for (const route of config.routes) await ensureConsumer(jsm, names.stream, toConsumerConfig(config, route));
+    for (const route of config.routes) {
+      if (await ensureConsumer(jsm, names.stream, toConsumerConfig(config, route))) createdConsumers.push(route.name);
+    }
   }
 
   const kvm = new Kvm(js);
@@ -132,5 +139,5 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   await ensureMaxAge(jsm, `KV_${names.resultsBucket}`, resultsAge);
   await ensureMaxAge(jsm, `OBJ_${names.bodiesStore}`, resultsAge);
 
-  return { nc, js, jsm, names, jobs, results, bodies };
+  return { nc, js, jsm, names, jobs, results, bodies, createdConsumers };
 }

@@ -44,6 +44,12 @@ export interface Forwarder {
    * them so another worker takes them at once.
    */
   close(drainMs?: number): Promise<void>;
+  /**
+   * Starts pulling again from these routes' consumers. For consumers that were re-created (a
+   * NATS server that came back without its state): nats.js would otherwise find them only at
+   * its next retry, up to 30 s later.
+   */
+  resubscribe(routes: readonly string[]): Promise<void>;
 }
 
 interface RunningCall {
@@ -62,8 +68,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
   const ownsAgent = options.agent === undefined;
   const heartbeatMs = Math.max(50, Math.floor(config.nats.ackWaitMs / 3));
   const running = new Set<RunningCall>();
-  const subscriptions: ConsumerMessages[] = [];
-  const loops: Promise<void>[] = [];
+  const subscriptions = new Map<string, { messages: ConsumerMessages; loop: Promise<void> }>();
 
   async function finish(msg: JsMsg, record: JobRecord): Promise<void> {
     await store.putRecord(record);
@@ -71,7 +76,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     else await msg.ackAck();
   }
 
-  async function process(route: RouteConfig, msg: JsMsg, abort: AbortController): Promise<void> {
+  async function runJob(route: RouteConfig, msg: JsMsg, abort: AbortController): Promise<void> {
     const job = decodeEnvelope(msg.headers);
     if (!job || job.route !== route.name) {
       log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
@@ -148,7 +153,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     const abort = new AbortController();
     const call: RunningCall = {
       abort,
-      done: process(route, msg, abort)
+      done: runJob(route, msg, abort)
         .catch((err: unknown) => {
           // Not the backend's fault (NATS write failed, shutdown): let another attempt run it soon.
           if (!abort.signal.aborted) log.error({ err, subject: msg.subject }, "job interrupted; it will be redelivered");
@@ -159,25 +164,39 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     running.add(call);
   }
 
-  for (const route of config.routes) {
+  async function subscribe(route: RouteConfig): Promise<void> {
     const consumer = await context.js.consumers.get(context.names.stream, context.names.consumer(route.name));
     const messages = await consumer.consume({ max_messages: route.concurrency });
-    subscriptions.push(messages);
-    loops.push(
-      (async () => {
-        for await (const msg of messages) start(route, msg);
-      })().catch((err: unknown) => log.error({ err, route: route.name }, "consumer loop stopped")),
-    );
+    const loop = (async () => {
+      for await (const msg of messages) start(route, msg);
+    })().catch((err: unknown) => log.error({ err, route: route.name }, "consumer loop stopped"));
+    subscriptions.set(route.name, { messages, loop });
   }
+
+  async function unsubscribe(route: string): Promise<void> {
+    const subscription = subscriptions.get(route);
+    if (!subscription) return;
+    subscriptions.delete(route);
+    subscription.messages.stop();
+    await subscription.loop;
+  }
+
+  for (const route of config.routes) await subscribe(route);
   log.info({ routes: config.routes.map((r) => r.name) }, "forwarder started");
 
   return {
     get inFlight() {
       return running.size;
     },
+    async resubscribe(routes) {
+      for (const route of config.routes.filter((r) => routes.includes(r.name))) {
+        await unsubscribe(route.name);
+        await subscribe(route);
+        log.info({ route: route.name }, "consumer re-created; pulling again");
+      }
+    },
     async close(drainMs = 25_000) {
-      for (const messages of subscriptions) messages.stop();
-      await Promise.all(loops);
+      await Promise.all([...subscriptions.keys()].map(unsubscribe));
       const all = Promise.all([...running].map((c) => c.done));
       let timer: NodeJS.Timeout | undefined;
       const drained = await Promise.race([

@@ -2,6 +2,7 @@
  * What happens when the parts around slowlane fail: the upstream is down, NATS goes away and
  * comes back, NATS is not there at start. Real processes, no mocks.
  */
+import { rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -116,6 +117,22 @@ describe("NATS unavailable", () => {
       expect(done.body.status).toBe("completed");
     }
     expect(backend.callsTo("/async/b")).toHaveLength(0);
+  });
+
+  it("sets JetStream up again when NATS comes back with an empty store", async () => {
+    await nats.stop("SIGKILL");
+    await rm(nats.storeDir, { recursive: true, force: true });
+    await nats.restart();
+    const accepted = await waitFor(async () => {
+      const res = await request(slowlane.url).post("/async/wiped").send("x");
+      return res.status === 202 ? res : undefined;
+    });
+    const done = await waitFor(async () => {
+      const res = await request(slowlane.url).get(`${JOBS}/${accepted.body.id as string}`).redirects(0);
+      return res.status === 303 ? res : undefined;
+    });
+    expect(done.body.status).toBe("completed");
+    expect(slowlane.logs.some((l) => l.msg === "consumer re-created; pulling again")).toBe(true);
   });
 });
 
