@@ -15,9 +15,11 @@ export async function findQueuedRequest(
   routes: readonly string[],
   id: string,
 ): Promise<JobRequest | undefined> {
-  for (const route of routes) {
-    const msg = await jsm.streams.getMessage(names.stream, { last_by_subj: names.jobSubject(route, id) });
-    if (msg) return decodeEnvelope(msg.header);
-  }
-  return undefined;
+  // One literal-subject lookup per route, in parallel: each is an index hit on the server, where a
+  // wildcard (`<P>.jobs.*.<id>`) would make it scan the subjects of every queued job.
+  const found = await Promise.all(
+    routes.map((route) => jsm.streams.getMessage(names.stream, { last_by_subj: names.jobSubject(route, id) })),
+  );
+  const msg = found.find((m) => m !== null);
+  return msg ? decodeEnvelope(msg.header) : undefined;
 }
