@@ -30,6 +30,12 @@ export const SERVER_LIMITS = {
   keepAliveTimeoutMs: 65_000,
 } as const;
 
+/** Answers to requests Node's parser refuses, by error code; anything else is a 400. */
+const CLIENT_ERROR_ANSWERS: Record<string, readonly [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large"],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
+};
+
 export function createHttpServer(config: Config, handlers: HttpHandlers, log: Logger): Server {
   const match = createRouteMatcher(config.routes);
   const jobsPath = config.jobs.path;
@@ -56,12 +62,11 @@ export function createHttpServer(config: Config, handlers: HttpHandlers, log: Lo
   server.headersTimeout = SERVER_LIMITS.headersTimeoutMs;
   server.keepAliveTimeout = SERVER_LIMITS.keepAliveTimeoutMs;
   server.on("upgrade", (req, socket, head) => handlers.passthrough.ws(req, socket, head));
-  server.on("clientError", (err, socket) => {
+  server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     log.debug({ err }, "malformed request from a client");
     if (!socket.writable) return socket.destroy();
-    const code = (err as NodeJS.ErrnoException).code;
-    const status = code === "HPE_HEADER_OVERFLOW" ? 431 : code === "ERR_HTTP_REQUEST_TIMEOUT" ? 408 : 400;
-    socket.end(`HTTP/1.1 ${status} ${status === 431 ? "Request Header Fields Too Large" : status === 408 ? "Request Timeout" : "Bad Request"}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    const [status, reason] = CLIENT_ERROR_ANSWERS[err.code ?? ""] ?? [400, "Bad Request"];
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   });
   return server;
 }
