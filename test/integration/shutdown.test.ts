@@ -1,0 +1,58 @@
+/**
+ * A worker that stops while a call runs past its drain time gives the job back at once (nak),
+ * so another worker runs it without waiting for AckWait.
+ */
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestBackend } from "../helpers/backend.js";
+import type { TestBackend } from "../helpers/backend.js";
+import { startNatsServer } from "../helpers/nats.js";
+import type { NatsServer } from "../helpers/nats.js";
+import { makeConfig, startApp, uniqueStream, waitForLog } from "../helpers/slowlane.js";
+import { waitFor } from "../helpers/wait.js";
+
+let nats: NatsServer;
+let backend: TestBackend;
+
+beforeAll(async () => {
+  [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
+});
+afterAll(async () => {
+  await Promise.all([backend?.close(), nats?.close()]);
+});
+
+describe("worker shutdown", () => {
+  it("aborts a call still running after the drain time and naks it for another worker", async () => {
+    const config = makeConfig({
+      listen: "127.0.0.1:0",
+      upstream: backend.url,
+      // AckWait far longer than the test: only a nak can hand the job over in time.
+      nats: { servers: nats.url, stream: uniqueStream("drain"), ackWait: "5m" },
+      routes: [{ name: "work", methods: ["POST"], path: "/slow" }],
+    });
+    const proxy = await startApp(config, "proxy");
+    const first = await startApp(config, "worker", 200);
+    await Promise.all([proxy.app.ready, first.app.ready]);
+    try {
+      const accepted = await request(proxy.url).post("/slow?ms=2000&tag=drain").send("x");
+      const id = accepted.body.id as string;
+      await waitForLog(first.logs, "job started");
+      await first.close();
+      expect(first.logs.some((l) => l.msg === "drain timeout: aborting running calls; they go back to the queue")).toBe(true);
+
+      const second = await startApp(config, "worker");
+      try {
+        const done = await waitFor(async () => {
+          const res = await request(proxy.url).get(`/_slowlane/jobs/${id}`).redirects(0);
+          return res.status === 303 ? res : undefined;
+        });
+        expect(done.body).toMatchObject({ status: "completed", attempts: 2 });
+        expect(backend.callsTo("/slow?ms=2000&tag=drain")).toHaveLength(2);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await proxy.close();
+    }
+  });
+});
