@@ -57,13 +57,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
     ...(options.natsRetryDelayMs === undefined ? {} : { retryDelayMs: options.natsRetryDelayMs }),
     async onConnect(nc) {
       const context = await provision(nc, config, { consumers: hasWorker });
-      const store = createJobStore({
-        jobs: context.jobs,
-        results: context.results,
-        bodies: context.bodies,
-        maxPayloadBytes: nc.info?.max_payload ?? 1024 * 1024,
-      });
-      backend = { context, store };
+      backend = { context, store: createJobStore(context) };
       if (forwarder && context.createdConsumers.length > 0) await forwarder.resubscribe(context.createdConsumers);
     },
   });

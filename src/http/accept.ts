@@ -18,8 +18,8 @@ import { sendJson, sendProblem } from "./problem.js";
 const PUBLISH_TIMEOUT_MS = 5_000;
 /** Room kept in a message for the envelope header (method, URL, headers as JSON). */
 const ENVELOPE_ALLOWANCE_BYTES = 64 * 1024;
-/** Content-Length is recomputed by the worker; the x-forwarded-* ones are set below. */
-const REPLACED = new Set(["content-length"]);
+/** Content-Length is recomputed by the worker; the X-Forwarded-* ones are set by `toStoredHeaders`. */
+const REPLACED = new Set(["content-length", "x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-forwarded-host"]);
 
 export interface AcceptDeps {
   config: Config;
@@ -50,18 +50,14 @@ function toStoredHeaders(req: IncomingMessage): string[] {
   const priorFor = req.headers["x-forwarded-for"];
   const clientIp = req.socket.remoteAddress ?? "";
   const encrypted = (req.socket as { encrypted?: boolean }).encrypted === true;
-  const forwarded: Record<string, string> = {
-    "x-forwarded-for": priorFor ? `${String(priorFor)}, ${clientIp}` : clientIp,
-    "x-forwarded-port": String(req.socket.localPort ?? ""),
-    "x-forwarded-proto": encrypted ? "https" : "http",
-    "x-forwarded-host": req.headers.host ?? "",
-  };
-  const kept: string[] = [];
-  for (let i = 0; i < pairs.length; i += 2) {
-    if (!((pairs[i] as string).toLowerCase() in forwarded)) kept.push(pairs[i] as string, pairs[i + 1] as string);
-  }
-  for (const [name, value] of Object.entries(forwarded)) if (value) kept.push(name, value);
-  return kept;
+  const forwarded: [string, string][] = [
+    ["x-forwarded-for", priorFor ? `${String(priorFor)}, ${clientIp}` : clientIp],
+    ["x-forwarded-port", String(req.socket.localPort ?? "")],
+    ["x-forwarded-proto", encrypted ? "https" : "http"],
+    ["x-forwarded-host", req.headers.host ?? ""],
+  ];
+  for (const [name, value] of forwarded) if (value) pairs.push(name, value);
+  return pairs;
 }
 
 export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
@@ -76,7 +72,7 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       sendProblem(res, new NatsUnavailableError(), { headers: { "retry-after": route.retryAfterS } });
       return;
     }
-    const limitBytes = context.nc.info ? context.nc.info.max_payload - ENVELOPE_ALLOWANCE_BYTES : 0;
+    const limitBytes = context.maxPayloadBytes - ENVELOPE_ALLOWANCE_BYTES;
     let body: Buffer;
     try {
       body = await readBody(req, limitBytes);

@@ -24,6 +24,8 @@ export interface JetStreamContext {
   readonly jobs: KV;
   readonly results: KV;
   readonly bodies: ObjectStore;
+  /** The server's max_payload: the largest message, request body and envelope included. */
+  readonly maxPayloadBytes: number;
   /** Routes whose consumer this set-up had to create (first start, or a server that lost its state). */
   readonly createdConsumers: readonly string[];
 }
@@ -139,5 +141,7 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   await ensureMaxAge(jsm, `KV_${names.resultsBucket}`, resultsAge);
   await ensureMaxAge(jsm, `OBJ_${names.bodiesStore}`, resultsAge);
 
-  return { nc, js, jsm, names, jobs, results, bodies, createdConsumers };
+  // Every server sends max_payload in its INFO; 1 MiB is nats-server's default, for the type's sake.
+  const maxPayloadBytes = nc.info?.max_payload ?? 1024 * 1024;
+  return { nc, js, jsm, names, jobs, results, bodies, maxPayloadBytes, createdConsumers };
 }

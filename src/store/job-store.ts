@@ -15,7 +15,7 @@ export interface JobStoreOptions {
   jobs: KV;
   results: KV;
   bodies: ObjectStore;
-  /** The server's max_payload, from the connection's INFO. */
+  /** The server's max_payload (`JetStreamContext.maxPayloadBytes`). */
   maxPayloadBytes: number;
 }
 

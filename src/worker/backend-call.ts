@@ -36,7 +36,7 @@ export interface BackendCallOptions {
   signal?: AbortSignal;
 }
 
-/** Content-Length is recomputed by undici from the stored body; Host is kept, as passthrough keeps it. */
+/** Dropped from stored responses: the result endpoint sets it from the stored body's size. */
 const RECOMPUTED = new Set(["content-length"]);
 
 export async function callBackend(options: BackendCallOptions): Promise<BackendResponse> {
@@ -48,7 +48,8 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
     const res = await request(options.upstream + job.url, {
       dispatcher: options.agent,
       method: job.method as "GET",
-      headers: withoutHopByHop(job.headers, RECOMPUTED),
+      // Filtered on accept (hop-by-hop and Content-Length gone, X-Forwarded-* added): sent as stored.
+      headers: job.headers as string[],
       body: hasBody ? Buffer.from(options.body.buffer, options.body.byteOffset, options.body.byteLength) : null,
       signal,
     });

@@ -11,6 +11,7 @@
  * - The consumer's MaxAckPending is the route's concurrency: the server, not this process,
  *   bounds the calls in flight across all workers.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { JsMsg } from "@nats-io/jetstream";
 import type { ConsumerMessages } from "@nats-io/jetstream";
 import type { Agent } from "undici";
@@ -131,15 +132,15 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     route: RouteConfig,
     msg: JsMsg,
     job: JobRequest,
-    base: Pick<JobRecord, "id" | "route" | "createdAt" | "attempts" | "failures">,
+    base: Pick<JobRecord, "id" | "route" | "createdAt" | "attempts"> & { failures: number },
     err: SlowlaneError,
     startedAt: number,
   ): Promise<void> {
     const now = Date.now();
     const error = { code: err.code, message: err.message };
     const fields = { job: job.id, route: route.name, attempt: base.attempts, durationMs: now - startedAt, error };
-    if ((base.failures ?? 0) < route.attempts) {
-      const delayMs = backoffDelayMs((base.failures ?? 0) + 1);
+    if (base.failures < route.attempts) {
+      const delayMs = backoffDelayMs(base.failures + 1);
       await store.putRecord({ ...base, status: JobStatus.Queued, updatedAt: now, error });
       msg.nak(delayMs);
       log.warn({ ...fields, retryInMs: delayMs }, "attempt failed");
@@ -198,12 +199,8 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     async close(drainMs = 25_000) {
       await Promise.all([...subscriptions.keys()].map(unsubscribe));
       const all = Promise.all([...running].map((c) => c.done));
-      let timer: NodeJS.Timeout | undefined;
-      const drained = await Promise.race([
-        all.then(() => true),
-        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), drainMs))),
-      ]);
-      clearTimeout(timer);
+      // An unref'd timer: once the calls are done, nothing is left holding the process open.
+      const drained = await Promise.race([all.then(() => true), sleep(drainMs, false, { ref: false })]);
       if (!drained) {
         log.warn({ inFlight: running.size }, "drain timeout: aborting running calls; they go back to the queue");
         for (const call of running) call.abort.abort();
