@@ -4,11 +4,8 @@
  */
 import { fileURLToPath } from "node:url";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestBackend } from "../helpers/backend.js";
-import type { TestBackend } from "../helpers/backend.js";
-import { startNatsServer } from "../helpers/nats.js";
-import type { NatsServer } from "../helpers/nats.js";
+import { describe, expect, it } from "vitest";
+import { useNatsAndBackend } from "../helpers/environment.js";
 import { spawnSlowlane, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -43,21 +40,13 @@ describe("slowlane check", () => {
 });
 
 describe("slowlane run", () => {
-  let nats: NatsServer;
-  let backend: TestBackend;
-
-  beforeAll(async () => {
-    [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
-  });
-  afterAll(async () => {
-    await Promise.all([backend?.close(), nats?.close()]);
-  });
+  const env = useNatsAndBackend();
 
   it("on SIGTERM finishes the call in flight, then exits 0", async () => {
     const file = writeConfigFile({
       listen: "127.0.0.1:0",
-      upstream: backend.url,
-      nats: { servers: nats.url, stream: uniqueStream("cli"), ackWait: "2s" },
+      upstream: env.backend.url,
+      nats: { servers: env.nats.url, stream: uniqueStream("cli"), ackWait: "2s" },
       routes: [{ name: "work", methods: ["POST"], path: "/slow" }],
     });
     const run = spawnSlowlane("run", file);
@@ -67,7 +56,7 @@ describe("slowlane run", () => {
 
     const accepted = await request(url).post("/slow?ms=1500&tag=sigterm").send("x");
     expect(accepted.status).toBe(202);
-    await waitFor(() => backend.callsTo("/slow?ms=1500&tag=sigterm").length === 1);
+    await waitFor(() => env.backend.callsTo("/slow?ms=1500&tag=sigterm").length === 1);
     run.child.kill("SIGTERM");
     expect(await run.exited).toBe(0);
 

@@ -4,38 +4,28 @@
  * Needs `npm run build` first (npm test does it).
  */
 import request from "supertest";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startTestBackend } from "../helpers/backend.js";
-import type { TestBackend } from "../helpers/backend.js";
-import { startNatsServer } from "../helpers/nats.js";
-import type { NatsServer } from "../helpers/nats.js";
+import { afterEach, describe, expect, it } from "vitest";
+import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, spawnSlowlane, startApp, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
 import type { ChildSlowlane, TestApp } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const JOBS = "/_slowlane/jobs";
-let nats: NatsServer;
-let backend: TestBackend;
+const env = useNatsAndBackend();
 const children: ChildSlowlane[] = [];
 const apps: TestApp[] = [];
 
-beforeAll(async () => {
-  [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
-});
 afterEach(async () => {
   await Promise.all(children.splice(0).map((c) => c.kill("SIGKILL")));
   await Promise.all(apps.splice(0).map((a) => a.close()));
-});
-afterAll(async () => {
-  await Promise.all([backend?.close(), nats?.close()]);
 });
 
 /** A proxy in this process and `workers` worker processes, all on one fresh stream. */
 async function cluster(workers: number, route: Record<string, unknown>) {
   const doc = {
     listen: "127.0.0.1:0",
-    upstream: backend.url,
-    nats: { servers: nats.url, stream: uniqueStream("e2e"), ackWait: "1s" },
+    upstream: env.backend.url,
+    nats: { servers: env.nats.url, stream: uniqueStream("e2e"), ackWait: "1s" },
     defaults: { timeout: "30s", ttl: "5m", attempts: 3, retryAfter: "1s" },
     routes: [{ name: "work", methods: ["POST"], path: "/slow", ...route }],
   };
@@ -72,13 +62,13 @@ describe("forwarder workers", () => {
     const { proxy, workers } = await cluster(2, { concurrency: 4 });
     const id = await submit(proxy, 2_500, "crash");
     const victim = await waitFor(() => workers.find((w) => w.logs.some((l) => l.msg === "job started" && l.job === id)));
-    await waitFor(() => backend.callsTo("/slow?ms=2500&tag=crash").length === 1);
+    await waitFor(() => env.backend.callsTo("/slow?ms=2500&tag=crash").length === 1);
     victim.child.kill("SIGKILL");
     await victim.exited;
 
     const done = await waitCompleted(proxy, id);
     expect(done.body.attempts).toBe(2);
-    expect(backend.callsTo("/slow?ms=2500&tag=crash")).toHaveLength(2);
+    expect(env.backend.callsTo("/slow?ms=2500&tag=crash")).toHaveLength(2);
     const survivor = workers.find((w) => w !== victim);
     // The completion line is written just after the record, so it may trail the status by a moment.
     await waitFor(() => survivor?.logs.some((l) => l.msg === "job completed" && l.job === id), {
@@ -88,13 +78,13 @@ describe("forwarder workers", () => {
 
   it("holds a route's concurrency across two workers", async () => {
     const { proxy } = await cluster(2, { concurrency: 2 });
-    const before = backend.callsTo("/slow?ms=400&tag=conc").length;
-    backend.resetPeak();
+    const before = env.backend.callsTo("/slow?ms=400&tag=conc").length;
+    env.backend.resetPeak();
     const ids = await Promise.all(Array.from({ length: 8 }, () => submit(proxy, 400, "conc")));
     for (const id of ids) await waitCompleted(proxy, id);
-    expect(backend.callsTo("/slow?ms=400&tag=conc").length - before).toBe(8);
+    expect(env.backend.callsTo("/slow?ms=400&tag=conc").length - before).toBe(8);
     // Never more than the route's concurrency at once, and the limit is used, not serialised.
-    expect(backend.maxInFlight).toBe(2);
+    expect(env.backend.maxInFlight).toBe(2);
   });
 
   it("does not run a call that outlasts AckWait twice", async () => {
@@ -102,6 +92,6 @@ describe("forwarder workers", () => {
     const id = await submit(proxy, 3_500, "long");
     const done = await waitCompleted(proxy, id);
     expect(done.body.attempts).toBe(1);
-    expect(backend.callsTo("/slow?ms=3500&tag=long")).toHaveLength(1);
+    expect(env.backend.callsTo("/slow?ms=3500&tag=long")).toHaveLength(1);
   });
 });

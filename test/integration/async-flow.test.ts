@@ -6,25 +6,21 @@ import { request as httpRequest } from "node:http";
 import type { Socket } from "node:net";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { binaryPattern, startTestBackend } from "../helpers/backend.js";
-import type { TestBackend } from "../helpers/backend.js";
-import { startNatsServer } from "../helpers/nats.js";
-import type { NatsServer } from "../helpers/nats.js";
+import { binaryPattern } from "../helpers/backend.js";
+import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const JOBS = "/_slowlane/jobs";
-let nats: NatsServer;
-let backend: TestBackend;
+const env = useNatsAndBackend();
 let slowlane: TestApp;
 
 beforeAll(async () => {
-  [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
   const config = makeConfig({
     listen: "127.0.0.1:0",
-    upstream: backend.url,
-    nats: { servers: nats.url, stream: uniqueStream("flow"), ackWait: "2s" },
+    upstream: env.backend.url,
+    nats: { servers: env.nats.url, stream: uniqueStream("flow"), ackWait: "2s" },
     defaults: { timeout: "10s", ttl: "5m", attempts: 1, concurrency: 8, retryAfter: "1s" },
     routes: [
       { name: "slow", methods: ["POST"], path: "/slow" },
@@ -41,7 +37,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await slowlane?.close();
-  await Promise.all([backend?.close(), nats?.close()]);
 });
 
 /** Submits a job and returns its id, checking the 202 contract on the way. */
@@ -149,15 +144,15 @@ describe("accept → poll → 303 → result", () => {
     expect(result.status).toBe(500);
     expect(result.text).toBe("backend exploded");
     expect(result.headers["x-error"]).toBe("boom");
-    expect(backend.callsTo("/fail")).toHaveLength(1);
+    expect(env.backend.callsTo("/fail")).toHaveLength(1);
   });
 
   it("retries a timed-out call, then fails the job and answers 504", async () => {
-    const before = backend.callsTo("/hang").length;
+    const before = env.backend.callsTo("/hang").length;
     const id = await submit("post", "/hang");
     const done = await waitFinal(id);
     expect(done.body).toMatchObject({ status: "failed", attempts: 2, error: { code: "SLOWLANE_UPSTREAM_TIMEOUT" } });
-    expect(backend.callsTo("/hang").length - before).toBe(2);
+    expect(env.backend.callsTo("/hang").length - before).toBe(2);
     const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
     expect(result.status).toBe(504);
     expect(result.headers["content-type"]).toBe("application/problem+json");
@@ -176,7 +171,7 @@ describe("accept → poll → 303 → result", () => {
 
 describe("request bodies", () => {
   it("refuses a body larger than a NATS message with 413 before queueing anything", async () => {
-    const before = backend.callsTo("/slow?ms=0&tag=big").length;
+    const before = env.backend.callsTo("/slow?ms=0&tag=big").length;
     const res = await request(slowlane.url)
       .post("/slow?ms=0&tag=big")
       .set("content-type", "application/octet-stream")
@@ -189,7 +184,7 @@ describe("request bodies", () => {
     const ok = await request(slowlane.url).post("/slow?ms=0&tag=big").send("small");
     expect(ok.status).toBe(202);
     await waitFinal(ok.body.id as string);
-    expect(backend.callsTo("/slow?ms=0&tag=big").length - before).toBe(1);
+    expect(env.backend.callsTo("/slow?ms=0&tag=big").length - before).toBe(1);
   });
 });
 
@@ -245,7 +240,7 @@ describe("passthrough", () => {
     const res = await request(slowlane.url).get("/echo-not-routed?q=1").set("x-custom", "v");
     expect(res.status).toBe(200);
     expect(res.body).toEqual({ method: "GET", url: "/echo-not-routed?q=1" });
-    const call = backend.callsTo("/echo-not-routed").at(-1);
+    const call = env.backend.callsTo("/echo-not-routed").at(-1);
     expect(call?.headers["x-forwarded-for"]).toMatch(/127\.0\.0\.1/);
     expect(call?.headers["x-custom"]).toBe("v");
   });

@@ -5,24 +5,19 @@
 import { connect } from "node:net";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestBackend } from "../helpers/backend.js";
-import type { TestBackend } from "../helpers/backend.js";
-import { startNatsServer } from "../helpers/nats.js";
-import type { NatsServer } from "../helpers/nats.js";
+import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 
-let nats: NatsServer;
-let backend: TestBackend;
+const env = useNatsAndBackend();
 let slowlane: TestApp;
 
 beforeAll(async () => {
-  [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
   slowlane = await startApp(
     makeConfig({
       listen: "127.0.0.1:0",
-      upstream: backend.url,
-      nats: { servers: nats.url, stream: uniqueStream("limits") },
+      upstream: env.backend.url,
+      nats: { servers: env.nats.url, stream: uniqueStream("limits") },
       routes: [{ name: "jobs", methods: ["POST"], path: "/async" }],
     }),
     "proxy",
@@ -30,7 +25,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await slowlane?.close();
-  await Promise.all([backend?.close(), nats?.close()]);
 });
 
 /** Sends raw bytes and returns the status line of the answer. */
@@ -51,9 +45,9 @@ describe("HTTP server limits", () => {
     ["Content-Length with Transfer-Encoding", "POST /async HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HTTP/1.1 400 Bad Request"],
     ["a request line that is not HTTP", "GARBAGE\r\n\r\n", "HTTP/1.1 400 Bad Request"],
   ])("%s is refused and nothing reaches the backend", async (_name, raw, expected) => {
-    const calls = backend.calls.length;
+    const calls = env.backend.calls.length;
     expect(await statusLine(raw)).toBe(expected);
-    expect(backend.calls.length).toBe(calls);
+    expect(env.backend.calls.length).toBe(calls);
     const healthy = await request(slowlane.url).get("/still-alive");
     expect(healthy.status).toBe(200);
   });

@@ -8,32 +8,26 @@ import { nanos } from "@nats-io/transport-node";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { provision } from "../../src/queue/provision.js";
-import { startTestBackend } from "../helpers/backend.js";
-import type { TestBackend } from "../helpers/backend.js";
-import { startNatsServer } from "../helpers/nats.js";
-import type { NatsServer } from "../helpers/nats.js";
+import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const JOBS = "/_slowlane/jobs";
-let nats: NatsServer;
-let backend: TestBackend;
+const env = useNatsAndBackend();
 let nc: NatsConnection;
 
 beforeAll(async () => {
-  [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
-  nc = await connect({ servers: nats.url });
+  nc = await connect({ servers: env.nats.url });
 });
 afterAll(async () => {
   await nc?.close();
-  await Promise.all([backend?.close(), nats?.close()]);
 });
 
 function configDoc(stream: string, route: Record<string, unknown> = {}) {
   return {
     listen: "127.0.0.1:0",
-    upstream: backend.url,
-    nats: { servers: nats.url, stream, ackWait: "5s" },
+    upstream: env.backend.url,
+    nats: { servers: env.nats.url, stream, ackWait: "5s" },
     routes: [{ name: "reports", methods: ["POST"], path: "/reports/**", concurrency: 3, ttl: "1h", ...route }],
   };
 }
@@ -85,7 +79,7 @@ describe("state lives in JetStream", () => {
     const queued = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
     expect(queued.status).toBe(202);
     expect(queued.body).toMatchObject({ id, status: "queued", attempts: 0, route: "reports" });
-    expect(backend.callsTo("/reports/q3")).toHaveLength(0);
+    expect(env.backend.callsTo("/reports/q3")).toHaveLength(0);
 
     const worker = await startApp(makeConfig(doc), "worker");
     try {
@@ -94,7 +88,7 @@ describe("state lives in JetStream", () => {
         return res.status === 303 ? res : undefined;
       });
       expect(done.body).toMatchObject({ status: "completed", attempts: 1, responseStatus: 200 });
-      expect(backend.callsTo("/reports/q3")).toHaveLength(1);
+      expect(env.backend.callsTo("/reports/q3")).toHaveLength(1);
     } finally {
       await worker.close();
       await replica.close();

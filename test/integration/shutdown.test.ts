@@ -3,31 +3,20 @@
  * so another worker runs it without waiting for AckWait.
  */
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestBackend } from "../helpers/backend.js";
-import type { TestBackend } from "../helpers/backend.js";
-import { startNatsServer } from "../helpers/nats.js";
-import type { NatsServer } from "../helpers/nats.js";
+import { describe, expect, it } from "vitest";
+import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream, waitForLog } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
-let nats: NatsServer;
-let backend: TestBackend;
-
-beforeAll(async () => {
-  [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
-});
-afterAll(async () => {
-  await Promise.all([backend?.close(), nats?.close()]);
-});
+const env = useNatsAndBackend();
 
 describe("worker shutdown", () => {
   it("aborts a call still running after the drain time and naks it for another worker", async () => {
     const config = makeConfig({
       listen: "127.0.0.1:0",
-      upstream: backend.url,
+      upstream: env.backend.url,
       // AckWait far longer than the test: only a nak can hand the job over in time.
-      nats: { servers: nats.url, stream: uniqueStream("drain"), ackWait: "5m" },
+      nats: { servers: env.nats.url, stream: uniqueStream("drain"), ackWait: "5m" },
       routes: [{ name: "work", methods: ["POST"], path: "/slow" }],
     });
     const proxy = await startApp(config, "proxy");
@@ -47,7 +36,7 @@ describe("worker shutdown", () => {
           return res.status === 303 ? res : undefined;
         });
         expect(done.body).toMatchObject({ status: "completed", attempts: 2 });
-        expect(backend.callsTo("/slow?ms=2000&tag=drain")).toHaveLength(2);
+        expect(env.backend.callsTo("/slow?ms=2000&tag=drain")).toHaveLength(2);
       } finally {
         await second.close();
       }
