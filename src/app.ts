@@ -30,7 +30,7 @@ export interface SlowlaneOptions {
   log: Logger;
   /** Pause between attempts to reach NATS at start; default 2 s. */
   natsRetryDelayMs?: number;
-  /** How long `close()` lets running backend calls finish; default 25 s. */
+  /** How long `close()` lets running backend calls finish; default `config.shutdownTimeoutMs`. */
   drainMs?: number;
 }
 
@@ -78,7 +78,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       config,
       {
         accept: createAcceptHandler({ config, log, context: () => connected()?.context }),
-        jobs: createJobsHandler({ config, log, cache: createResultCache(), backend: connected }),
+        jobs: createJobsHandler({ config: () => config, log, cache: createResultCache(), backend: connected }),
         passthrough,
       },
       log,
@@ -103,7 +103,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
     async close() {
       closing = true;
       await closeProxy();
-      await forwarder?.close(options.drainMs);
+      await forwarder?.close(options.drainMs ?? config.shutdownTimeoutMs);
       await nats.close();
     },
   };

@@ -1,5 +1,6 @@
 /** The human-readable summary `slowlane check` prints: what the sidecar will do with this configuration. */
 import { formatDuration } from "./duration.js";
+import { formatSize } from "./size.js";
 import type { Config, RouteConfig } from "./types.js";
 
 /** `host:port`, with IPv6 hosts in brackets. */
@@ -14,6 +15,10 @@ function formatSettings(s: Config["defaults"]): string {
     `attempts ${s.attempts}`,
     `concurrency ${s.concurrency}`,
     `retryAfter ${s.retryAfterS}s`,
+    `backoff ${formatDuration(s.backoff.initialMs)}..${formatDuration(s.backoff.maxMs)} x${s.backoff.factor}${s.backoff.jitter ? " with jitter" : ""}`,
+    `retryOn ${s.retryOn.length > 0 ? s.retryOn.join(",") : "none"}`,
+    `maxBodySize ${formatSize(s.maxBodyBytes)}`,
+    `maxResponseSize ${formatSize(s.maxResponseBytes)}`,
   ].join(", ");
 }
 
@@ -39,6 +44,8 @@ function routeRow(r: RouteConfig): string[] {
     String(r.attempts),
     String(r.concurrency),
     `${r.retryAfterS}s`,
+    r.retryOn.length > 0 ? r.retryOn.join(",") : "-",
+    formatSize(r.maxBodyBytes),
   ];
 }
 
@@ -48,7 +55,9 @@ export function describeConfig(config: Config): string {
   const lines = [
     `listen:    ${formatAddress(config.listen)}`,
     `upstream:  ${config.upstream}`,
-    `nats:      ${config.nats.servers.join(", ")} (stream prefix ${config.nats.stream}, ackWait ${formatDuration(config.nats.ackWaitMs)})`,
+    `nats:      ${config.nats.servers.join(", ")} (stream prefix ${config.nats.stream}, ackWait ${formatDuration(config.nats.ackWaitMs)}, replicas ${config.nats.replicas})`,
+    `admin:     ${formatAddress(config.admin.listen)} (/healthz, /readyz, /metrics)`,
+    `shutdown:  ${formatDuration(config.shutdownTimeoutMs)} to finish work in flight`,
     `jobs:      ${config.jobs.path}/<id>`,
     `log:       extra redacted headers: ${extraRedacted}`,
     `defaults:  ${formatSettings(config.defaults)}`,
@@ -58,7 +67,7 @@ export function describeConfig(config: Config): string {
     lines.push("routes:    none (every request is passed through to the upstream)");
   } else {
     lines.push(`routes (${config.routes.length}, first match wins; other requests are passed through):`);
-    const header = ["NAME", "METHODS", "PATH", "TIMEOUT", "TTL", "ATTEMPTS", "CONCURRENCY", "RETRY-AFTER"];
+    const header = ["NAME", "METHODS", "PATH", "TIMEOUT", "TTL", "ATTEMPTS", "CONCURRENCY", "RETRY-AFTER", "RETRY-ON", "MAX-BODY"];
     lines.push(...table([header, ...config.routes.map(routeRow)]).map((l) => `  ${l}`));
   }
   return lines.join("\n");

@@ -5,7 +5,8 @@
  */
 import { z } from "zod";
 import { DURATION_PATTERN, formatDuration, parseDuration } from "./duration.js";
-import type { Config, RouteConfig } from "./types.js";
+import { formatSize, parseSize, SIZE_PATTERN } from "./size.js";
+import type { BackoffConfig, Config, RouteConfig } from "./types.js";
 
 /** Methods a route may list: a closed list, so a typo (`POTS`) is an error instead of a route that never matches. */
 export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
@@ -23,6 +24,13 @@ const DEFAULTS = {
   attempts: 3,
   concurrency: 8,
   retryAfter: "2s",
+  backoff: { initial: "1s", max: "60s", factor: 2, jitter: true },
+  retryOn: [] as number[],
+  maxBodySize: "32MiB",
+  maxResponseSize: "256MiB",
+  replicas: 1,
+  admin: "0.0.0.0:9090",
+  shutdownTimeout: "25s",
 } as const;
 
 const ROUTE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -87,6 +95,31 @@ function duration(limits: { min?: number; max?: number } = {}) {
 function wholeNumber(min: number, max: number) {
   const error = explain((input) => `must be a whole number from ${min} to ${max}, got ${showValue(input)}`);
   return z.int({ error }).min(min, { error }).max(max, { error });
+}
+
+/** A size (`32MiB`, or a whole number of bytes), resolved to bytes within [1, max]. */
+function size(max: number) {
+  const typeError = explain(
+    (input) => `must be a size like 512KiB, 32MiB or 1GiB (or a number of bytes), got ${showValue(input)}`,
+  );
+  return z.union([z.int({ error: typeError }), z.string({ error: typeError })], { error: typeError }).transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (bytes !== undefined && bytes <= max) return bytes;
+    const message =
+      typeof value === "string" && !SIZE_PATTERN.test(value)
+        ? `${showValue(value)} is not a size (use 512KiB, 32MiB, 1GiB; kB/MB/GB are powers of 1000)`
+        : bytes === undefined
+          ? `${showValue(value)} is not a positive size`
+          : `${showValue(value)} is too large (at most ${formatSize(max)})`;
+    ctx.addIssue({ code: "custom", message, input: value });
+    return z.NEVER;
+  });
+}
+
+/** A number within [min, max], fractions allowed. */
+function decimal(min: number, max: number) {
+  const error = explain((input) => `must be a number from ${min} to ${max}, got ${showValue(input)}`);
+  return z.number({ error }).min(min, { error }).max(max, { error });
 }
 
 const listenError = explain(
@@ -223,6 +256,45 @@ function mapping(what: string) {
   return explain((input) => `${what} must be a mapping (key: value lines), got ${showValue(input)}`);
 }
 
+const statusError = explain((input) => `must be an HTTP status from 400 to 599, got ${showValue(input)}`);
+const retryOn = z
+  .array(z.int({ error: statusError }).min(400, { error: statusError }).max(599, { error: statusError }), {
+    error: explain((input) => `must be a list of HTTP statuses like [502, 503, 504], got ${showValue(input)}`),
+  })
+  .transform((list) => [...new Set(list)].sort((a, b) => a - b));
+
+/** The largest body slowlane stores: the Object Store takes any size, this bounds the disk and the wait. */
+const MAX_BODY_BYTES = 16 * 1024 ** 3;
+
+/** `backoff` as written; every key optional so a route can change one and inherit the rest. */
+const backoffInput = z.strictObject(
+  {
+    initial: duration({ max: MAX_TIMER_MS }).optional(),
+    max: duration({ max: MAX_TIMER_MS }).optional(),
+    factor: decimal(1, 10).optional(),
+    jitter: z.boolean({ error: explain((input) => `must be true or false, got ${showValue(input)}`) }).optional(),
+  },
+  { error: mapping("backoff") },
+);
+
+type BackoffInput = z.output<typeof backoffInput>;
+
+function resolveBackoff(input: BackoffInput | undefined, base: BackoffConfig): BackoffConfig {
+  return {
+    initialMs: input?.initial ?? base.initialMs,
+    maxMs: input?.max ?? base.maxMs,
+    factor: input?.factor ?? base.factor,
+    jitter: input?.jitter ?? base.jitter,
+  };
+}
+
+const DEFAULT_BACKOFF: BackoffConfig = {
+  initialMs: parseDuration(DEFAULTS.backoff.initial) as number,
+  maxMs: parseDuration(DEFAULTS.backoff.max) as number,
+  factor: DEFAULTS.backoff.factor,
+  jitter: DEFAULTS.backoff.jitter,
+};
+
 /** Route settings: every key a route may set and `defaults` may set for all of them. */
 const settings = {
   timeout: duration({ max: MAX_TIMER_MS }),
@@ -230,6 +302,10 @@ const settings = {
   attempts: wholeNumber(1, 100),
   concurrency: wholeNumber(1, 10_000),
   retryAfter: duration(),
+  backoff: backoffInput,
+  retryOn,
+  maxBodySize: size(MAX_BODY_BYTES),
+  maxResponseSize: size(MAX_BODY_BYTES),
 };
 
 type Settings = Omit<RouteConfig, "name" | "methods" | "path">;
@@ -244,6 +320,7 @@ const natsSection = z.strictObject(
     servers: servers.prefault(DEFAULTS.natsServers),
     stream: stream.default(DEFAULTS.stream),
     ackWait: duration({ min: 100, max: MAX_TIMER_MS }).prefault(DEFAULTS.ackWait),
+    replicas: wholeNumber(1, 5).default(DEFAULTS.replicas),
   },
   { error: mapping("nats") },
 );
@@ -256,6 +333,10 @@ const defaultsSection = z
       attempts: settings.attempts.default(DEFAULTS.attempts),
       concurrency: settings.concurrency.default(DEFAULTS.concurrency),
       retryAfter: settings.retryAfter.prefault(DEFAULTS.retryAfter),
+      backoff: settings.backoff.optional(),
+      retryOn: settings.retryOn.default(DEFAULTS.retryOn),
+      maxBodySize: settings.maxBodySize.prefault(DEFAULTS.maxBodySize),
+      maxResponseSize: settings.maxResponseSize.prefault(DEFAULTS.maxResponseSize),
     },
     { error: mapping("defaults") },
   )
@@ -266,6 +347,10 @@ const defaultsSection = z
       attempts: d.attempts,
       concurrency: d.concurrency,
       retryAfterS: toRetryAfterS(d.retryAfter),
+      backoff: resolveBackoff(d.backoff, DEFAULT_BACKOFF),
+      retryOn: d.retryOn,
+      maxBodyBytes: d.maxBodySize,
+      maxResponseBytes: d.maxResponseSize,
     }),
   );
 
@@ -282,6 +367,10 @@ const route = z.strictObject(
     attempts: settings.attempts.optional(),
     concurrency: settings.concurrency.optional(),
     retryAfter: settings.retryAfter.optional(),
+    backoff: settings.backoff.optional(),
+    retryOn: settings.retryOn.optional(),
+    maxBodySize: settings.maxBodySize.optional(),
+    maxResponseSize: settings.maxResponseSize.optional(),
   },
   { error: explain((input) => `a route must be a mapping with at least name and path, got ${showValue(input)}`) },
 );
@@ -298,6 +387,10 @@ function resolveRoute(r: RouteInput, defaults: Settings): RouteConfig {
     attempts: r.attempts ?? defaults.attempts,
     concurrency: r.concurrency ?? defaults.concurrency,
     retryAfterS: r.retryAfter === undefined ? defaults.retryAfterS : toRetryAfterS(r.retryAfter),
+    backoff: resolveBackoff(r.backoff, defaults.backoff),
+    retryOn: r.retryOn ?? defaults.retryOn,
+    maxBodyBytes: r.maxBodySize ?? defaults.maxBodyBytes,
+    maxResponseBytes: r.maxResponseSize ?? defaults.maxResponseBytes,
   };
 }
 
@@ -309,6 +402,8 @@ export const configSchema = z
       upstream: upstream.prefault(DEFAULTS.upstream),
       nats: natsSection.prefault({}),
       jobs: z.strictObject({ path: jobsPath.prefault(DEFAULTS.jobsPath) }, { error: mapping("jobs") }).prefault({}),
+      admin: z.strictObject({ listen: listen.prefault(DEFAULTS.admin) }, { error: mapping("admin") }).prefault({}),
+      shutdownTimeout: duration({ max: MAX_TIMER_MS }).prefault(DEFAULTS.shutdownTimeout),
       log: z
         .strictObject(
           {
@@ -330,7 +425,9 @@ export const configSchema = z
     (c): Config => ({
       listen: c.listen,
       upstream: c.upstream,
-      nats: { servers: c.nats.servers, stream: c.nats.stream, ackWaitMs: c.nats.ackWait },
+      nats: { servers: c.nats.servers, stream: c.nats.stream, ackWaitMs: c.nats.ackWait, replicas: c.nats.replicas },
+      admin: c.admin,
+      shutdownTimeoutMs: c.shutdownTimeout,
       jobs: c.jobs,
       log: { redactHeaders: [...new Set(c.log.redactHeaders.map((h) => h.toLowerCase()))] },
       defaults: c.defaults,

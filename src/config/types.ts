@@ -3,6 +3,16 @@
  * The YAML file's own shape (strings like `10m`, optional keys) lives in `schema.ts`.
  */
 
+/** How long a worker waits before the next attempt: `initialMs`, then ×`factor` per attempt, capped at `maxMs`. */
+export interface BackoffConfig {
+  readonly initialMs: number;
+  readonly maxMs: number;
+  /** >= 1; 1 = a constant delay. */
+  readonly factor: number;
+  /** When true, each delay is drawn at random from its upper half, so failed jobs do not retry in lockstep. */
+  readonly jitter: boolean;
+}
+
 /** One asynchronous route: requests it matches get a 202 and a status URL instead of waiting. */
 export interface RouteConfig {
   /** Unique name, `^[A-Za-z0-9_-]{1,64}$`; used in NATS subjects and consumer names. */
@@ -21,6 +31,17 @@ export interface RouteConfig {
   readonly concurrency: number;
   /** Whole seconds, >= 1. Sent as `Retry-After` to clients polling a pending job. */
   readonly retryAfterS: number;
+  /** Delay between attempts. */
+  readonly backoff: BackoffConfig;
+  /**
+   * Backend statuses retried like a timeout or connection error (sorted, unique); any other answer is the
+   * result. A `Retry-After` on a retried 429 or 503 is honoured (capped at `backoff.maxMs`).
+   */
+  readonly retryOn: readonly number[];
+  /** Largest request body accepted, in bytes; larger requests get 413 before anything is queued. */
+  readonly maxBodyBytes: number;
+  /** Largest backend response stored, in bytes; a larger one fails the job (RESPONSE_TOO_LARGE). */
+  readonly maxResponseBytes: number;
 }
 
 export interface Config {
@@ -40,7 +61,15 @@ export interface Config {
     readonly stream: string;
     /** Milliseconds JetStream waits for a worker's ack (or heartbeat) before redelivering the job. */
     readonly ackWaitMs: number;
+    /** Copies of the stream and buckets kept by a NATS cluster (1..5; 3 survives one node's loss). */
+    readonly replicas: number;
   };
+  /** The admin HTTP server: /healthz, /readyz, /metrics. */
+  readonly admin: {
+    readonly listen: { readonly host: string; readonly port: number };
+  };
+  /** Milliseconds a stopping process lets accepts and backend calls in flight finish before handing them back. */
+  readonly shutdownTimeoutMs: number;
   readonly jobs: {
     /** URL path of the jobs endpoints, starting with `/`, no trailing slash; a job's status URL is `<path>/<id>`. */
     readonly path: string;

@@ -27,7 +27,8 @@ import type { ResultCache } from "../store/result-cache.js";
 import { sendJson, sendProblem } from "./problem.js";
 
 export interface JobsDeps {
-  config: Config;
+  /** The config in force (it changes on reload; `jobs.path` does not). */
+  config: () => Config;
   log: Logger;
   cache: ResultCache;
   /** JetStream and the store while connected and set up, else `undefined` (→ 503). */
@@ -39,20 +40,29 @@ export type JobsHandler = (req: IncomingMessage, res: ServerResponse, pathname: 
 const READ_METHODS = ["GET", "HEAD"];
 
 export function createJobsHandler(deps: JobsDeps): JobsHandler {
-  const { config, log, cache } = deps;
-  const prefix = `${config.jobs.path}/`;
-  const routeNames = config.routes.map((r) => r.name);
-  const routesByName = new Map<string, RouteConfig>(config.routes.map((r) => [r.name, r]));
+  const { log, cache } = deps;
+  const jobsPath = deps.config().jobs.path;
+  const prefix = `${jobsPath}/`;
+  let routes = { config: undefined as Config | undefined, names: [] as string[], byName: new Map<string, RouteConfig>() };
+
+  /** The routes of the config in force, indexed once per config. */
+  function currentRoutes(): typeof routes {
+    const config = deps.config();
+    if (routes.config !== config) {
+      routes = { config, names: config.routes.map((r) => r.name), byName: new Map(config.routes.map((r) => [r.name, r])) };
+    }
+    return routes;
+  }
 
   function retryAfterS(record: JobRecord): number {
-    return (routesByName.get(record.route) ?? config.defaults).retryAfterS;
+    return (currentRoutes().byName.get(record.route) ?? deps.config().defaults).retryAfterS;
   }
 
   /** The job's record from the jobs bucket or, queued and not yet started, from the stream. */
   async function readRecord(context: JetStreamContext, store: JobStore, id: string): Promise<JobRecord | undefined> {
     const record = await store.getRecord(id);
     if (record) return record;
-    const queued = await findQueuedRequest(context.jsm, context.names, routeNames, id);
+    const queued = await findQueuedRequest(context.jsm, context.names, currentRoutes().names, id);
     if (queued) {
       const { route, createdAt } = queued;
       return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt };
@@ -79,7 +89,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
   }
 
   function sendStatus(res: ServerResponse, record: JobRecord): void {
-    const statusUrl = `${config.jobs.path}/${record.id}`;
+    const statusUrl = `${jobsPath}/${record.id}`;
     const body = toStatusBody(record, statusUrl);
     if (isFinal(record)) sendJson(res, 303, body, { location: `${statusUrl}/result` });
     else sendJson(res, 202, body, { "retry-after": retryAfterS(record) });
@@ -131,7 +141,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       if (tail === "/result" && isFinal(record)) await sendResult(res, record, body);
       else sendStatus(res, record);
     } catch (err) {
-      const headers = err instanceof NatsUnavailableError ? { "retry-after": config.defaults.retryAfterS } : undefined;
+      const headers = err instanceof NatsUnavailableError ? { "retry-after": deps.config().defaults.retryAfterS } : undefined;
       sendProblem(res, err, { log, ...(headers ? { headers } : {}) });
     }
   };

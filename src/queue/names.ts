@@ -12,6 +12,14 @@ export interface JetStreamNames {
   readonly resultsBucket: string;
   /** Object Store of response bodies too large for one message. */
   readonly bodiesStore: string;
+  /** Stream of dead letters: the requests of failed jobs, kept for `slowlane jobs retry`. */
+  readonly deadStream: string;
+  /** Subject of a failed job's request in {@link deadStream}. */
+  deadSubject(route: string, id: string): string;
+  /** Subject of the cancel notice for a running job (core NATS, every worker listens). */
+  cancelSubject(id: string): string;
+  /** What workers subscribe to for cancel notices. */
+  readonly cancelFilter: string;
   /** Subject of one job's request: one subject per job lets any replica find a queued job by id. */
   jobSubject(route: string, id: string): string;
   /** Filter of a route's consumer: all jobs of that route. */
@@ -26,6 +34,10 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     jobsBucket: `${prefix}_jobs`,
     resultsBucket: `${prefix}_results`,
     bodiesStore: `${prefix}_bodies`,
+    deadStream: `${prefix}_dead`,
+    deadSubject: (route, id) => `${prefix}.dead.${route}.${id}`,
+    cancelSubject: (id) => `${prefix}.cancel.${id}`,
+    cancelFilter: `${prefix}.cancel.*`,
     jobSubject: (route, id) => `${prefix}.jobs.${route}.${id}`,
     routeFilter: (route) => `${prefix}.jobs.${route}.*`,
     consumer: (route) => `route_${route}`,

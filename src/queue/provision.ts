@@ -3,7 +3,15 @@
  * pull consumer per route, and the job and result stores. Run on every (re)connect by proxies and
  * workers alike; settings that changed in the config are applied to what exists.
  */
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  jetstream,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+} from "@nats-io/jetstream";
 import type { ConsumerConfig, JetStreamClient, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
@@ -64,28 +72,50 @@ export function toConsumerConfig(config: Config, route: RouteConfig): Partial<Co
   };
 }
 
-async function ensureStream(jsm: JetStreamManager, names: JetStreamNames): Promise<void> {
-  const wanted: Partial<StreamConfig> & { name: string } = {
-    name: names.stream,
-    subjects: [`${names.stream}.jobs.>`],
-    retention: RetentionPolicy.Workqueue,
-    storage: StorageType.File,
-    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
-    allow_direct: true,
-  };
-  const info = await jsm.streams.info(names.stream).catch(() => null);
+type WantedStream = Partial<StreamConfig> & { name: string; retention: RetentionPolicy };
+
+/** Creates a stream, or updates the settings slowlane owns when they differ from what exists. */
+async function ensureStream(jsm: JetStreamManager, wanted: WantedStream): Promise<void> {
+  const info = await jsm.streams.info(wanted.name).catch(() => null);
   if (!info) {
     await jsm.streams.add(wanted);
     return;
   }
-  if (info.config.retention !== RetentionPolicy.Workqueue) {
-    throw new Error(`stream ${names.stream} exists but is not a work-queue stream; choose another nats.stream prefix`);
+  if (info.config.retention !== wanted.retention) {
+    throw new Error(`stream ${wanted.name} exists with another retention policy; choose another nats.stream prefix`);
   }
-  const changed =
-    info.config.subjects?.join() !== wanted.subjects?.join() ||
-    info.config.duplicate_window !== wanted.duplicate_window ||
-    info.config.allow_direct !== wanted.allow_direct;
-  if (changed) await jsm.streams.update(names.stream, { ...info.config, ...wanted });
+  const current = info.config as unknown as Record<string, unknown>;
+  const changed = Object.entries(wanted).some(([key, value]) =>
+    Array.isArray(value) ? (current[key] as unknown[] | undefined)?.join() !== value.join() : current[key] !== value,
+  );
+  if (changed) await jsm.streams.update(wanted.name, { ...info.config, ...wanted });
+}
+
+function workQueueStream(names: JetStreamNames, replicas: number): WantedStream {
+  return {
+    name: names.stream,
+    subjects: [`${names.stream}.jobs.>`],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    num_replicas: replicas,
+    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+    allow_direct: true,
+  };
+}
+
+/** Requests of failed jobs, one per job, kept as long as a finished job so ops can retry them. */
+function deadLetterStream(names: JetStreamNames, replicas: number, maxAgeMs: number): WantedStream {
+  return {
+    name: names.deadStream,
+    subjects: [`${names.stream}.dead.>`],
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    num_replicas: replicas,
+    max_age: nanos(maxAgeMs),
+    max_msgs_per_subject: 1,
+    discard: DiscardPolicy.Old,
+    allow_direct: true,
+  };
 }
 
 /** Creates or updates a route's consumer; true when it had to be created. */
@@ -105,11 +135,11 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Par
   return false;
 }
 
-/** Makes a stream's `max_age` what the config says; stores opened by name do not update it themselves. */
-async function ensureMaxAge(jsm: JetStreamManager, stream: string, maxAgeMs: number): Promise<void> {
+/** Makes a bucket's `max_age` and replicas what the config says; stores opened by name do not update them. */
+async function ensureBucket(jsm: JetStreamManager, stream: string, maxAgeMs: number, replicas: number): Promise<void> {
   const info = await jsm.streams.info(stream);
-  if (info.config.max_age !== nanos(maxAgeMs)) {
-    await jsm.streams.update(stream, { ...info.config, max_age: nanos(maxAgeMs) });
+  if (info.config.max_age !== nanos(maxAgeMs) || info.config.num_replicas !== replicas) {
+    await jsm.streams.update(stream, { ...info.config, max_age: nanos(maxAgeMs), num_replicas: replicas });
   }
 }
 
@@ -123,7 +153,11 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
 
-  await ensureStream(jsm, names);
+  const replicas = config.nats.replicas;
+  const jobsAge = jobsMaxAgeMs(config);
+  const resultsAge = resultsMaxAgeMs(config);
+  await ensureStream(jsm, workQueueStream(names, replicas));
+  await ensureStream(jsm, deadLetterStream(names, replicas, resultsAge));
   const createdConsumers: string[] = [];
   if (options.consumers) {
     for (const route of config.routes) {
@@ -132,14 +166,17 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   }
 
   const kvm = new Kvm(js);
-  const jobsAge = jobsMaxAgeMs(config);
-  const resultsAge = resultsMaxAgeMs(config);
-  const jobs = await kvm.create(names.jobsBucket, { history: 1, storage: StorageType.File, ttl: jobsAge });
-  const results = await kvm.create(names.resultsBucket, { history: 1, storage: StorageType.File, ttl: resultsAge });
-  const bodies = await new Objm(js).create(names.bodiesStore, { storage: StorageType.File, ttl: nanos(resultsAge) });
-  await ensureMaxAge(jsm, `KV_${names.jobsBucket}`, jobsAge);
-  await ensureMaxAge(jsm, `KV_${names.resultsBucket}`, resultsAge);
-  await ensureMaxAge(jsm, `OBJ_${names.bodiesStore}`, resultsAge);
+  const kv = { history: 1, storage: StorageType.File, replicas };
+  const jobs = await kvm.create(names.jobsBucket, { ...kv, ttl: jobsAge });
+  const results = await kvm.create(names.resultsBucket, { ...kv, ttl: resultsAge });
+  const bodies = await new Objm(js).create(names.bodiesStore, {
+    storage: StorageType.File,
+    replicas,
+    ttl: nanos(jobsAge),
+  });
+  await ensureBucket(jsm, `KV_${names.jobsBucket}`, jobsAge, replicas);
+  await ensureBucket(jsm, `KV_${names.resultsBucket}`, resultsAge, replicas);
+  await ensureBucket(jsm, `OBJ_${names.bodiesStore}`, jobsAge, replicas);
 
   // Every server sends max_payload in its INFO; 1 MiB is nats-server's default, for the type's sake.
   const maxPayloadBytes = nc.info?.max_payload ?? 1024 * 1024;

@@ -59,8 +59,21 @@ describe("provisioning", () => {
     expect(ci.config.max_ack_pending).toBe(7);
     const results = await ctx.jsm.streams.info(`KV_${stream}_results`);
     expect(results.config.max_age).toBe(nanos(2 * 3600_000));
+    // Bodies include claim-checked requests, which must outlive a running call too: ttl + timeout.
     const bodies = await ctx.jsm.streams.info(`OBJ_${stream}_bodies`);
-    expect(bodies.config.max_age).toBe(nanos(2 * 3600_000));
+    expect(bodies.config.max_age).toBe(nanos(2 * 3600_000 + 10 * 60_000));
+  });
+
+  it("creates the dead-letter stream, and sets replicas on every stream and bucket", async () => {
+    const stream = uniqueStream("prov");
+    const ctx = await provision(nc, makeConfig(configDoc(stream)), { consumers: true });
+    const dead = await ctx.jsm.streams.info(`${stream}_dead`);
+    expect(dead.config.subjects).toEqual([`${stream}.dead.>`]);
+    expect(dead.config.retention).toBe("limits");
+    expect(dead.config.max_msgs_per_subject).toBe(1);
+    for (const name of [stream, `${stream}_dead`, `KV_${stream}_jobs`, `KV_${stream}_results`, `OBJ_${stream}_bodies`]) {
+      expect((await ctx.jsm.streams.info(name)).config.num_replicas, name).toBe(1);
+    }
   });
 });
 

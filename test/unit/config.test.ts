@@ -28,13 +28,23 @@ function onlyProblem(text: string): ConfigProblem {
   return problems[0] as ConfigProblem;
 }
 
+const MiB = 1024 * 1024;
+const DEFAULT_SETTINGS = {
+  backoff: { initialMs: 1_000, maxMs: 60_000, factor: 2, jitter: true },
+  retryOn: [],
+  maxBodyBytes: 32 * MiB,
+  maxResponseBytes: 256 * MiB,
+};
+
 const DEFAULT_CONFIG: Config = {
   listen: { host: "0.0.0.0", port: 8080 },
   upstream: "http://127.0.0.1:3000",
-  nats: { servers: ["nats://127.0.0.1:4222"], stream: "SLOWLANE", ackWaitMs: 30_000 },
+  nats: { servers: ["nats://127.0.0.1:4222"], stream: "SLOWLANE", ackWaitMs: 30_000, replicas: 1 },
+  admin: { listen: { host: "0.0.0.0", port: 9090 } },
+  shutdownTimeoutMs: 25_000,
   jobs: { path: "/_slowlane/jobs" },
   log: { redactHeaders: [] },
-  defaults: { timeoutMs: 600_000, ttlMs: 3_600_000, attempts: 3, concurrency: 8, retryAfterS: 2 },
+  defaults: { timeoutMs: 600_000, ttlMs: 3_600_000, attempts: 3, concurrency: 8, retryAfterS: 2, ...DEFAULT_SETTINGS },
   routes: [],
 };
 
@@ -53,6 +63,8 @@ describe("the example file config/slowlane.yaml", () => {
           attempts: 3,
           concurrency: 8,
           retryAfterS: 2,
+          ...DEFAULT_SETTINGS,
+          retryOn: [502, 503, 504],
         },
         {
           name: "exports",
@@ -63,6 +75,7 @@ describe("the example file config/slowlane.yaml", () => {
           attempts: 3,
           concurrency: 2,
           retryAfterS: 2,
+          ...DEFAULT_SETTINGS,
         },
       ],
     });
@@ -106,7 +119,14 @@ routes:
     timeout: 90s
     attempts: 1
 `);
-    expect(config.defaults).toEqual({ timeoutMs: 60_000, ttlMs: 7_200_000, attempts: 5, concurrency: 4, retryAfterS: 3 });
+    expect(config.defaults).toEqual({
+      timeoutMs: 60_000,
+      ttlMs: 7_200_000,
+      attempts: 5,
+      concurrency: 4,
+      retryAfterS: 3,
+      ...DEFAULT_SETTINGS,
+    });
     expect(config.routes[0]).toEqual({ name: "plain", methods: undefined, path: "/plain", ...config.defaults });
     expect(config.routes[1]).toEqual({
       name: "custom",
@@ -117,7 +137,50 @@ routes:
       attempts: 1,
       concurrency: 4,
       retryAfterS: 3,
+      ...DEFAULT_SETTINGS,
     });
+  });
+
+  it("merges a route's backoff with the defaults' key by key, and reads retryOn and sizes", () => {
+    const config = parseConfig(`
+defaults:
+  backoff: { initial: 2s, factor: 3 }
+  retryOn: [503, 502, 503]
+  maxBodySize: 1MB
+routes:
+  - name: a
+    path: /a
+    backoff: { max: 5m, jitter: false }
+    retryOn: [429]
+    maxBodySize: 512KiB
+    maxResponseSize: 1048576
+`);
+    expect(config.defaults.backoff).toEqual({ initialMs: 2_000, maxMs: 60_000, factor: 3, jitter: true });
+    expect(config.defaults.retryOn).toEqual([502, 503]);
+    expect(config.defaults.maxBodyBytes).toBe(1_000_000);
+    expect(config.routes[0]).toMatchObject({
+      backoff: { initialMs: 2_000, maxMs: 300_000, factor: 3, jitter: false },
+      retryOn: [429],
+      maxBodyBytes: 512 * 1024,
+      maxResponseBytes: MiB,
+    });
+  });
+
+  it.each([
+    ["defaults:\n  retryOn: [200]", "defaults.retryOn[0]", "must be an HTTP status from 400 to 599, got 200"],
+    ["defaults:\n  maxBodySize: 32 MB", "defaults.maxBodySize", '"32 MB" is not a size'],
+    ["defaults:\n  maxBodySize: 0", "defaults.maxBodySize", "0 is not a positive size"],
+    ["defaults:\n  maxResponseSize: 17GiB", "defaults.maxResponseSize", '"17GiB" is too large (at most 16GiB)'],
+    ["defaults:\n  backoff: { factor: 0.5 }", "defaults.backoff.factor", "must be a number from 1 to 10, got 0.5"],
+    ["defaults:\n  backoff: { initial: 1 }", "defaults.backoff.initial", '1 has no unit: write "1s"'],
+    ["defaults:\n  backoff: { delay: 1s }", "defaults.backoff.delay", "unknown key"],
+    ["nats:\n  replicas: 7", "nats.replicas", "must be a whole number from 1 to 5, got 7"],
+    ["admin:\n  listen: nowhere", "admin.listen", '"nowhere" is not a listen address'],
+    ["shutdownTimeout: 25", "shutdownTimeout", '25 has no unit: write "25s"'],
+  ])("explains %j at its key path", (text, path, message) => {
+    const problem = onlyProblem(text.replaceAll("\\n", "\n"));
+    expect(problem.path).toBe(path);
+    expect(problem.message).toContain(message);
   });
 });
 
@@ -577,7 +640,9 @@ describe("describeConfig", () => {
     const text = describeConfig(loadConfig(exampleFile, {}));
     expect(text).toContain("listen:    0.0.0.0:8080");
     expect(text).toContain("upstream:  http://127.0.0.1:3000");
-    expect(text).toContain("nats://127.0.0.1:4222 (stream prefix SLOWLANE, ackWait 30s)");
+    expect(text).toContain("nats://127.0.0.1:4222 (stream prefix SLOWLANE, ackWait 30s, replicas 1)");
+    expect(text).toContain("admin:     0.0.0.0:9090");
+    expect(text).toContain("retryOn none, maxBodySize 32MiB, maxResponseSize 256MiB");
     expect(text).toContain("jobs:      /_slowlane/jobs/<id>");
     const lines = text.split("\n");
     const header = lines.find((l) => l.includes("NAME"));
@@ -590,10 +655,12 @@ describe("describeConfig", () => {
       "ATTEMPTS",
       "CONCURRENCY",
       "RETRY-AFTER",
+      "RETRY-ON",
+      "MAX-BODY",
     ]);
     const row = (name: string) => lines.find((l) => l.trim().startsWith(`${name} `))?.trim().split(/\s+/);
-    expect(row("reports")).toEqual(["reports", "POST", "/reports/**", "45m", "1d", "3", "8", "2s"]);
-    expect(row("exports")).toEqual(["exports", "GET,POST", "/exports/*", "10m", "1h", "3", "2", "2s"]);
+    expect(row("reports")).toEqual(["reports", "POST", "/reports/**", "45m", "1d", "3", "8", "2s", "502,503,504", "32MiB"]);
+    expect(row("exports")).toEqual(["exports", "GET,POST", "/exports/*", "10m", "1h", "3", "2", "2s", "-", "32MiB"]);
   });
 
   it("says when there are no routes, and brackets IPv6 hosts", () => {
@@ -612,7 +679,17 @@ describe("configJsonSchema", () => {
     };
     expect(schema.type).toBe("object");
     expect(schema.additionalProperties).toBe(false);
-    expect(Object.keys(schema.properties ?? {})).toEqual(["listen", "upstream", "nats", "jobs", "log", "defaults", "routes"]);
+    expect(Object.keys(schema.properties ?? {})).toEqual([
+      "listen",
+      "upstream",
+      "nats",
+      "jobs",
+      "admin",
+      "shutdownTimeout",
+      "log",
+      "defaults",
+      "routes",
+    ]);
     expect(schema.properties?.routes?.items?.required).toEqual(["name", "path"]);
     expect(schema.properties?.routes?.items?.additionalProperties).toBe(false);
     expect(() => JSON.stringify(schema)).not.toThrow();

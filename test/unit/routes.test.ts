@@ -3,7 +3,20 @@ import { createRouteMatcher, parseConfig } from "../../src/config/index.js";
 import type { RouteConfig } from "../../src/config/index.js";
 
 function route(name: string, path: string, methods?: string[]): RouteConfig {
-  return { name, path, methods, timeoutMs: 1_000, ttlMs: 1_000, attempts: 1, concurrency: 1, retryAfterS: 1 };
+  return {
+    name,
+    path,
+    methods,
+    timeoutMs: 1_000,
+    ttlMs: 1_000,
+    attempts: 1,
+    concurrency: 1,
+    retryAfterS: 1,
+    backoff: { initialMs: 1_000, maxMs: 1_000, factor: 1, jitter: false },
+    retryOn: [],
+    maxBodyBytes: 1_024,
+    maxResponseBytes: 1_024,
+  };
 }
 
 /** The name of the route that matches, or undefined. */
