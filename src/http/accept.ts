@@ -1,16 +1,24 @@
 /**
- * The accept path: a request on an async route is read whole, persisted in JetStream with one
- * publish, and answered 202 only once JetStream has acknowledged it. If that cannot happen the
- * answer is 503: a 202 is a promise, and nothing is promised that could be lost.
+ * The accept path: a request on an async route is persisted in JetStream and answered 202 only
+ * once JetStream has acknowledged it. If that cannot happen the answer is 503: a 202 is a
+ * promise, and nothing is promised that could be lost.
+ *
+ * A body that fits in one message is read into memory and published with the request (one
+ * persisted write). A larger one is streamed into the Object Store as it arrives (the claim
+ * check) and the message carries a reference. Either way nothing is queued until the whole body
+ * is in, so a client that goes away mid-body leaves nothing behind.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config, RouteConfig } from "../config/index.js";
-import { BodyTooLargeError, NatsUnavailableError } from "../errors.js";
+import { BadRequestError, BodyTooLargeError, NatsUnavailableError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { toEnvelopeHeaders } from "../queue/envelope.js";
 import type { JobRequest } from "../queue/envelope.js";
-import { createJobId } from "../queue/job-id.js";
+import { createJobId, toIdempotentJobId } from "../queue/job-id.js";
+import { findQueuedRequest } from "../queue/lookup.js";
 import type { JetStreamContext } from "../queue/provision.js";
+import { isExpired } from "../store/job-record.js";
+import type { JobStore } from "../store/job-store.js";
 import { withoutHopByHop } from "./hop-by-hop.js";
 import { sendJson, sendProblem } from "./problem.js";
 
@@ -20,28 +28,54 @@ const PUBLISH_TIMEOUT_MS = 5_000;
 const ENVELOPE_ALLOWANCE_BYTES = 64 * 1024;
 /** Content-Length is recomputed by the worker; the X-Forwarded-* ones are set by `toStoredHeaders`. */
 const REPLACED = new Set(["content-length", "x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-forwarded-host"]);
+/** An Idempotency-Key: 1 to 255 visible ASCII characters or spaces (UUIDs, ULIDs, hashes...). */
+const IDEMPOTENCY_KEY = /^[\x20-\x7e]{1,255}$/;
 
 export interface AcceptDeps {
   config: Config;
   log: Logger;
-  /** The JetStream context while connected and set up, else `undefined` (→ 503). */
-  context: () => JetStreamContext | undefined;
+  /** JetStream and the store while connected and set up, else `undefined` (→ 503). */
+  backend: () => { context: JetStreamContext; store: JobStore } | undefined;
 }
 
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
 
-/** Reads a request body into one buffer, refusing more than `limitBytes`. */
-async function readBody(req: IncomingMessage, limitBytes: number): Promise<Buffer> {
+/** The request body: in memory when it fits in a message, else already in the Object Store. */
+type ReadBody = { inline: Buffer } | { storedBytes: number };
+
+/**
+ * Reads the body, refusing more than `maxBytes`. Up to `inlineBytes` it is kept in memory; past
+ * that, what was read and the rest go to the Object Store under the job's id as they arrive.
+ */
+async function readBody(req: IncomingMessage, store: JobStore, id: string, inlineBytes: number, maxBytes: number): Promise<ReadBody> {
   const declared = Number(req.headers["content-length"] ?? 0);
-  if (declared > limitBytes) throw new BodyTooLargeError(limitBytes);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.byteLength;
-    if (size > limitBytes) throw new BodyTooLargeError(limitBytes);
-    chunks.push(chunk);
+  if (declared > maxBytes) throw new BodyTooLargeError(maxBytes);
+  const source = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  let head: Buffer[] = [];
+  let bytes = 0;
+  const take = (chunk: Buffer): void => {
+    bytes += chunk.byteLength;
+    if (bytes > maxBytes) throw new BodyTooLargeError(maxBytes);
+  };
+  for (;;) {
+    const next = await source.next();
+    if (next.done) return { inline: head.length === 1 ? (head[0] as Buffer) : Buffer.concat(head, bytes) };
+    take(next.value);
+    head.push(next.value);
+    if (bytes > inlineBytes) break;
   }
-  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
+  async function* everything(): AsyncGenerator<Uint8Array> {
+    const first = head;
+    head = [];
+    yield* first;
+    for (;;) {
+      const next = await source.next();
+      if (next.done) return;
+      take(next.value);
+      yield next.value;
+    }
+  }
+  return { storedBytes: await store.putRequestBody(id, ReadableStream.from(everything())) };
 }
 
 /** The request headers as the backend would see them through a proxy: X-Forwarded-* added. */
@@ -60,57 +94,136 @@ function toStoredHeaders(req: IncomingMessage): string[] {
   return pairs;
 }
 
+/** The `Idempotency-Key` header, validated; `undefined` when absent. */
+function idempotencyKeyOf(req: IncomingMessage): string | undefined {
+  const key = req.headers["idempotency-key"];
+  if (key === undefined) return undefined;
+  if (typeof key !== "string" || !IDEMPOTENCY_KEY.test(key)) {
+    throw new BadRequestError("Idempotency-Key must be one value of 1 to 255 printable ASCII characters");
+  }
+  return key;
+}
+
+/** Whose request it is, for scoping idempotency keys: the credentials the caller sent, if any. */
+function callerOf(req: IncomingMessage): string {
+  return req.headers.authorization ?? req.headers.cookie ?? "";
+}
+
 export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
   const { config, log } = deps;
   const jobsPath = config.jobs.path;
 
+  function sendAccepted(res: ServerResponse, route: RouteConfig, id: string, extra: Record<string, string> = {}): void {
+    const statusUrl = `${jobsPath}/${id}`;
+    sendJson(res, 202, { id, status: "queued", statusUrl }, { location: statusUrl, "retry-after": route.retryAfterS, ...extra });
+  }
+
+  function unavailable(res: ServerResponse, route: RouteConfig, cause?: unknown): void {
+    sendProblem(res, new NatsUnavailableError(undefined, cause === undefined ? {} : { cause }), {
+      headers: { "retry-after": route.retryAfterS },
+    });
+  }
+
+  /**
+   * For a request with an Idempotency-Key: the job it already made (still within its ttl), or the
+   * message id to publish under. An expired job of the same key is deleted first, so the new one
+   * starts clean; its message id differs from the old one's, which JetStream may still remember.
+   */
+  async function findIdempotent(
+    context: JetStreamContext,
+    store: JobStore,
+    route: RouteConfig,
+    id: string,
+  ): Promise<{ existing: true } | { existing: false; msgID: string }> {
+    const found = await store.readRecord(id);
+    if (found && !isExpired(found.record)) return { existing: true };
+    if (found) {
+      await Promise.all([store.deleteResponse(id), store.deleteRecord(id)]);
+      return { existing: false, msgID: `${id}.${found.record.createdAt}` };
+    }
+    if (await findQueuedRequest(context.jsm, context.names, [route.name], id)) return { existing: true };
+    return { existing: false, msgID: id };
+  }
+
   return async function accept(req, res, route) {
-    const context = deps.context();
-    if (!context) {
+    const backend = deps.backend();
+    if (!backend) {
       // Drain what the client sends so the 503 reaches it on a clean connection.
       req.resume();
-      sendProblem(res, new NatsUnavailableError(), { headers: { "retry-after": route.retryAfterS } });
+      unavailable(res, route);
       return;
     }
-    const limitBytes = context.maxPayloadBytes - ENVELOPE_ALLOWANCE_BYTES;
-    let body: Buffer;
+    const { context, store } = backend;
+
+    let id = createJobId();
+    let msgID = id;
+    let key: string | undefined;
     try {
-      body = await readBody(req, limitBytes);
+      key = idempotencyKeyOf(req);
+      if (key !== undefined) {
+        id = toIdempotentJobId([config.nats.stream, route.name, callerOf(req)], key);
+        const found = await findIdempotent(context, store, route, id);
+        if (found.existing) {
+          req.resume();
+          log.info({ job: id, route: route.name }, "idempotent retry: answered with the existing job");
+          sendAccepted(res, route, id, { "idempotent-replayed": "true" });
+          return;
+        }
+        msgID = found.msgID;
+      }
+    } catch (err) {
+      req.resume();
+      if (err instanceof BadRequestError) sendProblem(res, err);
+      else unavailable(res, route, err);
+      return;
+    }
+
+    let body: ReadBody;
+    try {
+      body = await readBody(req, store, id, context.maxPayloadBytes - ENVELOPE_ALLOWANCE_BYTES, route.maxBodyBytes);
     } catch (err) {
       if (err instanceof BodyTooLargeError) {
         sendProblem(res, err, { headers: { connection: "close" } });
         req.resume();
-      } else {
+      } else if (req.readableAborted || req.destroyed || res.destroyed) {
         // The client went away mid-body: nothing was queued, nobody to answer.
         log.debug({ err, route: route.name }, "client aborted the request body; nothing queued");
         res.destroy();
+      } else {
+        // The Object Store did not take the body.
+        req.resume();
+        log.warn({ err, route: route.name }, "could not store a large request body; answered 503");
+        unavailable(res, route, err);
       }
       return;
     }
 
+    const storedBytes = "storedBytes" in body ? body.storedBytes : undefined;
+    const inline = "inline" in body ? body.inline : new Uint8Array(0);
+    const stored = storedBytes !== undefined;
     const job: JobRequest = {
-      id: createJobId(),
+      id,
       route: route.name,
       method: req.method ?? "GET",
       url: req.url ?? "/",
       headers: toStoredHeaders(req),
       createdAt: Date.now(),
+      ...(stored ? { storedBodyBytes: storedBytes } : {}),
     };
     try {
-      await context.js.publish(context.names.jobSubject(route.name, job.id), body, {
-        msgID: job.id,
+      await context.js.publish(context.names.jobSubject(route.name, job.id), inline, {
+        msgID,
         headers: toEnvelopeHeaders(job),
         timeout: PUBLISH_TIMEOUT_MS,
       });
     } catch (err) {
       log.warn({ err, route: route.name }, "could not persist a request; answered 503");
-      sendProblem(res, new NatsUnavailableError(undefined, { cause: err }), {
-        headers: { "retry-after": route.retryAfterS },
-      });
+      if (stored) await store.deleteRequestBody(id).catch(() => undefined);
+      unavailable(res, route, err);
       return;
     }
-    const statusUrl = `${jobsPath}/${job.id}`;
-    log.info({ job: job.id, route: route.name, method: job.method, bodyBytes: body.byteLength }, "job accepted");
-    sendJson(res, 202, { id: job.id, status: "queued", statusUrl }, { location: statusUrl, "retry-after": route.retryAfterS });
+    const bodyBytes = storedBytes ?? inline.byteLength;
+    log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: stored }, "job accepted");
+    sendAccepted(res, route, job.id);
   };
 }

@@ -1,24 +1,27 @@
 /**
- * The jobs endpoints: `GET <jobs.path>/<id>` (status) and `GET <jobs.path>/<id>/result` (the
- * backend's response replayed). Ids are checked against the exact shape slowlane issues before
- * they reach a subject or a KV key; anything else is a 404.
+ * The jobs endpoints: `GET <jobs.path>/<id>` (status), `GET <jobs.path>/<id>/result` (the
+ * backend's response replayed) and `DELETE <jobs.path>/<id>` (cancel, or delete a finished job's
+ * response). Ids are checked against the exact shape slowlane issues before they reach a subject
+ * or a KV key; anything else is a 404.
  */
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config, RouteConfig } from "../config/index.js";
+import type { Subscription } from "@nats-io/transport-node";
 import {
   ErrorCodes,
+  JobCanceledError,
   JobExpiredError,
   JobNotFoundError,
   MethodNotAllowedError,
   NatsUnavailableError,
-  UpstreamTimeoutError,
-  UpstreamUnreachableError,
+  SlowlaneError,
 } from "../errors.js";
 import type { Logger } from "../log.js";
+import { deleteDeadLetter } from "../queue/dead-letters.js";
 import { isJobId } from "../queue/job-id.js";
-import { findQueuedRequest } from "../queue/lookup.js";
+import { findQueuedMessage, findQueuedRequest } from "../queue/lookup.js";
 import type { JetStreamContext } from "../queue/provision.js";
 import { JobStatus, isExpired, isFinal, toStatusBody } from "../store/job-record.js";
 import type { JobRecord } from "../store/job-record.js";
@@ -38,6 +41,9 @@ export interface JobsDeps {
 export type JobsHandler = (req: IncomingMessage, res: ServerResponse, pathname: string) => Promise<void>;
 
 const READ_METHODS = ["GET", "HEAD"];
+const JOB_METHODS = ["GET", "HEAD", "DELETE"];
+/** Tries of a cancel that keeps losing its compare-and-set to a worker writing the record. */
+const CANCEL_TRIES = 5;
 
 export function createJobsHandler(deps: JobsDeps): JobsHandler {
   const { log, cache } = deps;
@@ -54,6 +60,30 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     return routes;
   }
 
+  /** Route names ever configured since start: a route removed by a reload may still have queued jobs. */
+  const knownRoutes = new Set<string>();
+  function lookupRoutes(): string[] {
+    for (const name of currentRoutes().names) knownRoutes.add(name);
+    return [...knownRoutes];
+  }
+
+  function routeOf(record: JobRecord): RouteConfig | Config["defaults"] {
+    return currentRoutes().byName.get(record.route) ?? deps.config().defaults;
+  }
+
+  // Cancel notices from any replica: a canceled or deleted job leaves this proxy's cache too.
+  let cancelListener: { nc: JetStreamContext["nc"]; sub: Subscription } | undefined;
+  function listenForCancels(context: JetStreamContext): void {
+    if (cancelListener?.nc === context.nc) return;
+    cancelListener?.sub.unsubscribe();
+    const sub = context.nc.subscribe(context.names.cancelFilter, {
+      callback: (err, msg) => {
+        if (!err) cache.delete(msg.subject.slice(msg.subject.lastIndexOf(".") + 1));
+      },
+    });
+    cancelListener = { nc: context.nc, sub };
+  }
+
   function retryAfterS(record: JobRecord): number {
     return (currentRoutes().byName.get(record.route) ?? deps.config().defaults).retryAfterS;
   }
@@ -62,7 +92,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
   async function readRecord(context: JetStreamContext, store: JobStore, id: string): Promise<JobRecord | undefined> {
     const record = await store.getRecord(id);
     if (record) return record;
-    const queued = await findQueuedRequest(context.jsm, context.names, currentRoutes().names, id);
+    const queued = await findQueuedRequest(context.jsm, context.names, lookupRoutes(), id);
     if (queued) {
       const { route, createdAt } = queued;
       return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt };
@@ -76,6 +106,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     if (cached) return cached;
     const backend = deps.backend();
     if (!backend) throw new NatsUnavailableError("the job store is unavailable, retry later");
+    listenForCancels(backend.context);
     let record: JobRecord | undefined;
     try {
       record = await readRecord(backend.context, backend.store, id);
@@ -91,17 +122,20 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
   function sendStatus(res: ServerResponse, record: JobRecord): void {
     const statusUrl = `${jobsPath}/${record.id}`;
     const body = toStatusBody(record, statusUrl);
-    if (isFinal(record)) sendJson(res, 303, body, { location: `${statusUrl}/result` });
+    if (record.status === JobStatus.Canceled) sendJson(res, 200, body);
+    else if (isFinal(record)) sendJson(res, 303, body, { location: `${statusUrl}/result` });
     else sendJson(res, 202, body, { "retry-after": retryAfterS(record) });
   }
 
   async function sendResult(res: ServerResponse, record: JobRecord, cachedBody: Uint8Array | undefined): Promise<void> {
+    if (record.status === JobStatus.Canceled) throw new JobCanceledError();
     if (record.status === JobStatus.Failed) {
-      const message = record.error?.message ?? "the backend never answered";
-      const err =
-        record.error?.code === ErrorCodes.UPSTREAM_TIMEOUT
-          ? new UpstreamTimeoutError(message)
-          : new UpstreamUnreachableError(message);
+      const failure = record.error ?? { code: ErrorCodes.UPSTREAM_UNREACHABLE, message: "the backend never answered" };
+      const timedOut = failure.code === ErrorCodes.UPSTREAM_TIMEOUT;
+      const extensions = { attempts: record.attempts, ...(failure.upstreamStatus ? { upstreamStatus: failure.upstreamStatus } : {}) };
+      const err = new SlowlaneError(failure.code, timedOut ? 504 : 502, timedOut ? "Gateway Timeout" : "Bad Gateway", failure.message, {
+        extensions,
+      });
       sendProblem(res, err, { headers: { "x-slowlane-job-status": record.status } });
       return;
     }
@@ -111,7 +145,11 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     if (!body) {
       const backend = deps.backend();
       if (!backend) throw new NatsUnavailableError("the result store is unavailable, retry later");
-      body = await backend.store.getBody(record.id, response);
+      try {
+        body = await backend.store.getBody(record.id, response);
+      } catch (err) {
+        throw new NatsUnavailableError("the result store did not answer, retry later", { cause: err });
+      }
       if (!body) throw new JobExpiredError();
       if (body instanceof Uint8Array) cache.set(record, body);
     }
@@ -129,6 +167,66 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       .pipe(res);
   }
 
+  /**
+   * Cancels a job, or deletes a finished one. A job nobody started gets a `canceled` record (which
+   * a worker that picks the message up obeys) and its message is deleted; a queued or running one
+   * gets its record set to `canceled` by compare-and-set, and a notice makes the worker running it
+   * abort the call; a finished one loses its record and stored response (then 404).
+   */
+  async function cancel(id: string): Promise<void> {
+    const backend = deps.backend();
+    if (!backend) throw new NatsUnavailableError("the job store is unavailable, retry later");
+    const { context, store } = backend;
+    const notify = () => context.nc.publish(context.names.cancelSubject(id));
+    for (let i = 0; i < CANCEL_TRIES; i++) {
+      const found = await store.readRecord(id);
+      const now = Date.now();
+      if (found && isFinal(found.record)) {
+        await Promise.all([
+          store.deleteResponse(id),
+          store.deleteRequestBody(id),
+          deleteDeadLetter(context, found.record.route, id),
+        ]);
+        await store.deleteRecord(id);
+        cache.delete(id);
+        notify();
+        log.info({ job: id, route: found.record.route }, "finished job deleted");
+        return;
+      }
+      if (found) {
+        const { record } = found;
+        const canceled: JobRecord = { ...record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + routeOf(record).ttlMs };
+        if ((await store.updateRecord(canceled, found.revision)) === undefined) continue;
+        notify();
+        log.info({ job: id, route: record.route, was: record.status }, "job canceled");
+        return;
+      }
+      const queued = await findQueuedMessage(context.jsm, context.names, lookupRoutes(), id);
+      if (!queued) {
+        // A worker may have started it between the two reads: it writes the record first.
+        if (await store.getRecord(id)) continue;
+        throw new JobNotFoundError();
+      }
+      const { request } = queued;
+      const record: JobRecord = {
+        id,
+        route: request.route,
+        status: JobStatus.Canceled,
+        attempts: 0,
+        createdAt: request.createdAt,
+        updatedAt: now,
+        expiresAt: now + (currentRoutes().byName.get(request.route) ?? deps.config().defaults).ttlMs,
+      };
+      if ((await store.updateRecord(record, 0)) === undefined) continue;
+      await context.jsm.streams.deleteMessage(context.names.stream, queued.seq, false).catch(() => false);
+      if (request.storedBodyBytes !== undefined) await store.deleteRequestBody(id);
+      notify();
+      log.info({ job: id, route: request.route, was: "queued" }, "job canceled");
+      return;
+    }
+    throw new NatsUnavailableError("the job kept changing while being canceled, retry");
+  }
+
   return async function jobs(req, res, pathname) {
     try {
       const rest = pathname.startsWith(prefix) ? pathname.slice(prefix.length) : "";
@@ -136,7 +234,18 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       const id = slash === -1 ? rest : rest.slice(0, slash);
       const tail = slash === -1 ? "" : rest.slice(slash);
       if (!isJobId(id) || (tail !== "" && tail !== "/result")) throw new JobNotFoundError();
-      if (!READ_METHODS.includes(req.method ?? "")) throw new MethodNotAllowedError(READ_METHODS);
+      const allowed = tail === "" ? JOB_METHODS : READ_METHODS;
+      if (!allowed.includes(req.method ?? "")) throw new MethodNotAllowedError(allowed);
+      if (req.method === "DELETE") {
+        try {
+          await cancel(id);
+        } catch (err) {
+          if (err instanceof SlowlaneError) throw err;
+          throw new NatsUnavailableError("the job store did not answer, retry later", { cause: err });
+        }
+        res.writeHead(204).end();
+        return;
+      }
       const { record, body } = await lookup(id);
       if (tail === "/result" && isFinal(record)) await sendResult(res, record, body);
       else sendStatus(res, record);

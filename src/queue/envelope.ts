@@ -22,6 +22,11 @@ export interface JobRequest {
   readonly headers: readonly string[];
   /** Epoch milliseconds when the proxy accepted the request. */
   readonly createdAt: number;
+  /**
+   * Set when the body was too large for the message: it is in the Object Store (the claim check,
+   * see `requestObjectName`) and this is its size; the message payload is then empty.
+   */
+  readonly storedBodyBytes?: number;
 }
 
 export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
@@ -36,6 +41,7 @@ export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
       url: request.url,
       headers: request.headers,
       createdAt: request.createdAt,
+      ...(request.storedBodyBytes === undefined ? {} : { storedBodyBytes: request.storedBodyBytes }),
     }),
   );
   return h;
@@ -65,9 +71,11 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined): JobRequest | undefine
     typeof e.url !== "string" ||
     typeof e.createdAt !== "number" ||
     !isStringArray(e.headers) ||
-    e.headers.length % 2 !== 0
+    e.headers.length % 2 !== 0 ||
+    (e.storedBodyBytes !== undefined && typeof e.storedBodyBytes !== "number")
   ) {
     return undefined;
   }
-  return { id: e.id, route: e.route, method: e.method, url: e.url, headers: e.headers, createdAt: e.createdAt };
+  const request = { id: e.id, route: e.route, method: e.method, url: e.url, headers: e.headers, createdAt: e.createdAt };
+  return typeof e.storedBodyBytes === "number" ? { ...request, storedBodyBytes: e.storedBodyBytes } : request;
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 
 /** 16 bytes from the CSPRNG, base64url: 22 URL-safe characters, 128 bits, unguessable. */
 export function createJobId(): string {
@@ -13,4 +13,16 @@ const JOB_ID = /^[A-Za-z0-9_-]{22}$/;
  */
 export function isJobId(value: string): boolean {
   return JOB_ID.test(value);
+}
+
+/**
+ * The id of the job an `Idempotency-Key` names: a hash of the key with its scope (stream prefix,
+ * route and the caller's credentials), in the same shape as a random id. The same request retried
+ * with the same key gets the same id, which is how any proxy replica finds the job again; another
+ * caller's credentials give another id, so a key cannot be used to reach someone else's job.
+ */
+export function toIdempotentJobId(scope: readonly string[], key: string): string {
+  const hash = createHash("sha256");
+  for (const part of [...scope, key]) hash.update(part).update("\0");
+  return hash.digest().subarray(0, 16).toString("base64url");
 }

@@ -9,17 +9,33 @@ import { decodeEnvelope } from "./envelope.js";
 import type { JobRequest } from "./envelope.js";
 import type { JetStreamNames } from "./names.js";
 
-export async function findQueuedRequest(
+/** A queued job's request and where its message is in the work-queue stream. */
+export interface QueuedMessage {
+  readonly request: JobRequest;
+  readonly seq: number;
+}
+
+export async function findQueuedMessage(
   jsm: JetStreamManager,
   names: JetStreamNames,
   routes: readonly string[],
   id: string,
-): Promise<JobRequest | undefined> {
+): Promise<QueuedMessage | undefined> {
   // One literal-subject lookup per route, in parallel: each is an index hit on the server, where a
   // wildcard (`<P>.jobs.*.<id>`) would make it scan the subjects of every queued job.
   const found = await Promise.all(
     routes.map((route) => jsm.streams.getMessage(names.stream, { last_by_subj: names.jobSubject(route, id) })),
   );
   const msg = found.find((m) => m !== null);
-  return msg ? decodeEnvelope(msg.header) : undefined;
+  const request = msg ? decodeEnvelope(msg.header) : undefined;
+  return msg && request ? { request, seq: msg.seq } : undefined;
+}
+
+export async function findQueuedRequest(
+  jsm: JetStreamManager,
+  names: JetStreamNames,
+  routes: readonly string[],
+  id: string,
+): Promise<JobRequest | undefined> {
+  return (await findQueuedMessage(jsm, names, routes, id))?.request;
 }

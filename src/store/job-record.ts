@@ -9,6 +9,7 @@ export const JobStatus = {
   Running: "running",
   Completed: "completed",
   Failed: "failed",
+  Canceled: "canceled",
 } as const;
 export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
 
@@ -28,7 +29,21 @@ export interface StoredResponse {
 export interface JobFailure {
   readonly code: ErrorCode;
   readonly message: string;
+  /** The backend's status, when the failure is an answer listed in `retryOn`. */
+  readonly upstreamStatus?: number;
 }
+
+/** One backend call, as kept in the record (the latest {@link MAX_HISTORY} of them). */
+export interface AttemptRecord {
+  readonly attempt: number;
+  /** Epoch milliseconds. */
+  readonly startedAt: number;
+  readonly durationMs: number;
+  /** The backend's status, or what went wrong: `timeout`, `unreachable`, `too_large`, `aborted`. */
+  readonly outcome: string;
+}
+
+export const MAX_HISTORY = 10;
 
 export interface JobRecord {
   readonly id: string;
@@ -46,10 +61,19 @@ export interface JobRecord {
   readonly response?: StoredResponse;
   /** Why a job failed, or why the last attempt of a job still queued failed. */
   readonly error?: JobFailure;
+  /** The latest backend calls, oldest first: when each started, how long it took, how it ended. */
+  readonly history?: readonly AttemptRecord[];
+  /** Times `slowlane jobs retry` requeued this job after it failed. */
+  readonly retries?: number;
 }
 
 export function isFinal(record: JobRecord): boolean {
-  return record.status === JobStatus.Completed || record.status === JobStatus.Failed;
+  return record.status === JobStatus.Completed || record.status === JobStatus.Failed || record.status === JobStatus.Canceled;
+}
+
+/** `history` with `entry` appended, keeping the latest {@link MAX_HISTORY}. */
+export function withAttempt(history: readonly AttemptRecord[] | undefined, entry: AttemptRecord): AttemptRecord[] {
+  return [...(history ?? []), entry].slice(-MAX_HISTORY);
 }
 
 export function isExpired(record: JobRecord, now = Date.now()): boolean {
@@ -100,6 +124,7 @@ export interface JobStatusBody {
   responseStatus?: number;
   error?: JobFailure;
   expiresAt?: string;
+  history?: { attempt: number; startedAt: string; durationMs: number; outcome: string }[];
 }
 
 export function toStatusBody(record: JobRecord, statusUrl: string): JobStatusBody {
@@ -112,9 +137,12 @@ export function toStatusBody(record: JobRecord, statusUrl: string): JobStatusBod
     updatedAt: new Date(record.updatedAt).toISOString(),
     statusUrl,
   };
-  if (isFinal(record)) body.resultUrl = `${statusUrl}/result`;
+  if (isFinal(record) && record.status !== JobStatus.Canceled) body.resultUrl = `${statusUrl}/result`;
   if (record.response) body.responseStatus = record.response.status;
   if (record.error) body.error = record.error;
   if (record.expiresAt !== undefined) body.expiresAt = new Date(record.expiresAt).toISOString();
+  if (record.history && record.history.length > 0) {
+    body.history = record.history.map((h) => ({ ...h, startedAt: new Date(h.startedAt).toISOString() }));
+  }
   return body;
 }

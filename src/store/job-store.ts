@@ -1,8 +1,14 @@
 /**
- * Job records and response bodies in JetStream. Bodies that fit in one message go to a KV bucket;
- * larger ones to the Object Store, which chunks them. Both buckets expire entries by `max_age`
- * (nats-server 2.9 has no per-key TTL); the record's `expiresAt` makes each route's own ttl exact.
+ * Job records, request bodies and response bodies in JetStream. Response bodies that fit in one
+ * message go to a KV bucket; larger ones, and request bodies too large for the queue message
+ * (the claim check), to the Object Store, which chunks them. Both buckets expire entries by
+ * `max_age` (nats-server 2.9 has no per-key TTL); the record's `expiresAt` makes each route's own
+ * ttl exact.
+ *
+ * Record writes that must not overwrite someone else's (a worker finishing a job that was
+ * canceled meanwhile) are compare-and-set on the record's revision.
  */
+import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { ObjectStore } from "@nats-io/obj";
 import { BodyLocation, decodeRecord, encodeRecord } from "./job-record.js";
@@ -19,28 +25,84 @@ export interface JobStoreOptions {
   maxPayloadBytes: number;
 }
 
+/** A record and the revision it was read at, for a later compare-and-set. */
+export interface VersionedRecord {
+  readonly record: JobRecord;
+  readonly revision: number;
+}
+
 export interface JobStore {
+  /** Largest response body kept in the results KV; larger ones go to the Object Store. */
+  readonly maxKvBodyBytes: number;
   getRecord(id: string): Promise<JobRecord | undefined>;
-  putRecord(record: JobRecord): Promise<void>;
-  /** Stores a response body and says where it went. */
+  readRecord(id: string): Promise<VersionedRecord | undefined>;
+  /** Writes unconditionally; resolves to the new revision. */
+  putRecord(record: JobRecord): Promise<number>;
+  /**
+   * Writes only if the record is still at `revision` (0: only if there is none). Resolves to the
+   * new revision, or `undefined` when someone else wrote it first.
+   */
+  updateRecord(record: JobRecord, revision: number): Promise<number | undefined>;
+  /** Stores a response body held in memory and says where it went. */
   putBody(id: string, body: Uint8Array): Promise<BodyLocation>;
+  /** Stores a response body as it streams in, in the Object Store. Rejects (and keeps nothing) if `body` errors. */
+  putBodyStream(id: string, body: ReadableStream<Uint8Array>): Promise<void>;
   /** The stored body, as bytes (KV) or a stream (Object Store); `undefined` when it has expired. */
   getBody(id: string, response: StoredResponse): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined>;
+  /** Stores a request body too large for the queue message; resolves to its size. Rejects (keeping nothing) if `body` errors. */
+  putRequestBody(id: string, body: ReadableStream<Uint8Array>): Promise<number>;
+  /** The claim-checked request body, or `undefined` if it is gone. */
+  getRequestBody(id: string): Promise<ReadableStream<Uint8Array> | undefined>;
+  deleteRequestBody(id: string): Promise<void>;
+  /** Deletes a job's stored response (both places it may be). */
+  deleteResponse(id: string): Promise<void>;
+  /** Deletes the record itself: the job becomes unknown (404). */
+  deleteRecord(id: string): Promise<void>;
+}
+
+/** The Object Store name of a claim-checked request body (response bodies use the bare id). */
+export function requestObjectName(id: string): string {
+  return `${id}.request`;
+}
+
+function isWrongRevision(err: unknown): boolean {
+  return (
+    err instanceof JetStreamApiError &&
+    (err.code === JetStreamApiCodes.StreamWrongLastSequence || err.code === JetStreamApiCodes.StreamWrongLastSequenceUnknown)
+  );
 }
 
 export function createJobStore(options: JobStoreOptions): JobStore {
   const { jobs, results, bodies } = options;
   const maxKvBodyBytes = options.maxPayloadBytes - KV_HEADROOM_BYTES;
 
+  async function readRecord(id: string): Promise<VersionedRecord | undefined> {
+    const entry = await jobs.get(id);
+    if (!entry || entry.operation !== "PUT") return undefined;
+    const record = decodeRecord(entry.value);
+    return record ? { record, revision: entry.revision } : undefined;
+  }
+
   return {
+    maxKvBodyBytes,
+
     async getRecord(id) {
-      const entry = await jobs.get(id);
-      if (!entry || entry.operation !== "PUT") return undefined;
-      return decodeRecord(entry.value);
+      return (await readRecord(id))?.record;
     },
 
-    async putRecord(record) {
-      await jobs.put(record.id, encodeRecord(record));
+    readRecord,
+
+    putRecord: (record) => jobs.put(record.id, encodeRecord(record)),
+
+    async updateRecord(record, revision) {
+      try {
+        // `create` also succeeds over a deleted or purged record, which `previousSeq: 0` would refuse.
+        if (revision === 0) return await jobs.create(record.id, encodeRecord(record));
+        return await jobs.put(record.id, encodeRecord(record), { previousSeq: revision });
+      } catch (err) {
+        if (isWrongRevision(err)) return undefined;
+        throw err;
+      }
     },
 
     async putBody(id, body) {
@@ -51,6 +113,10 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       }
       await bodies.putBlob({ name: id }, body);
       return BodyLocation.Object;
+    },
+
+    async putBodyStream(id, body) {
+      await bodies.put({ name: id }, body);
     },
 
     async getBody(id, response) {
@@ -66,6 +132,28 @@ export function createJobStore(options: JobStoreOptions): JobStore {
           return object ? object.data : undefined;
         }
       }
+    },
+
+    async putRequestBody(id, body) {
+      const info = await bodies.put({ name: requestObjectName(id) }, body);
+      return info.size;
+    },
+
+    async getRequestBody(id) {
+      const object = await bodies.get(requestObjectName(id));
+      return object ? object.data : undefined;
+    },
+
+    async deleteRequestBody(id) {
+      await bodies.delete(requestObjectName(id)).catch(() => undefined);
+    },
+
+    async deleteResponse(id) {
+      await Promise.all([results.purge(id), bodies.delete(id).catch(() => undefined)]);
+    },
+
+    async deleteRecord(id) {
+      await jobs.purge(id);
     },
   };
 }

@@ -4,7 +4,11 @@
  * undici's own headersTimeout and bodyTimeout (300 s by default, which is also why a plain
  * `fetch` gives up on long calls) are switched off on this Agent: the route's `timeout` alone
  * bounds an attempt, through an AbortSignal that covers connecting, waiting and reading the body.
+ * The response body is handed over as it arrives, so the caller can store it without holding it
+ * all in memory.
  */
+import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { Agent, request } from "undici";
 import { UpstreamTimeoutError, UpstreamUnreachableError } from "../errors.js";
 import { toHeaderPairs, withoutHopByHop } from "../http/hop-by-hop.js";
@@ -12,9 +16,17 @@ import type { JobRequest } from "../queue/envelope.js";
 
 export interface BackendResponse {
   readonly status: number;
-  /** Flat name/value pairs, hop-by-hop removed. */
+  /** Flat name/value pairs, hop-by-hop and Content-Length removed. */
   readonly headers: string[];
-  readonly body: Uint8Array;
+  /** A header's value (lower-case name), for the ones the worker reads itself (Retry-After). */
+  header(name: string): string | undefined;
+  /**
+   * The body as it arrives. Iterating it throws {@link UpstreamTimeoutError} or
+   * {@link UpstreamUnreachableError} when the call times out or the connection breaks mid-body.
+   */
+  readonly body: AsyncIterable<Uint8Array>;
+  /** Drops the rest of the body and frees the connection. */
+  discard(): void;
 }
 
 export function createBackendAgent(): Agent {
@@ -30,9 +42,10 @@ export interface BackendCallOptions {
   agent: Agent;
   upstream: string;
   request: JobRequest;
-  body: Uint8Array;
+  /** The request body: bytes from the queue message, or a stream from the Object Store (claim check). */
+  body: Uint8Array | ReadableStream<Uint8Array>;
   timeoutMs: number;
-  /** Aborts the call early (shutdown, cancellation). */
+  /** Aborts the call early (shutdown, cancellation); the error is then the signal's reason. */
   signal?: AbortSignal;
 }
 
@@ -43,27 +56,60 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
   const { request: job, timeoutMs } = options;
   const timeout = AbortSignal.timeout(timeoutMs);
   const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
-  const hasBody = options.body.byteLength > 0 || !["GET", "HEAD"].includes(job.method);
+  const classify = (err: unknown): unknown => {
+    if (timeout.aborted) return new UpstreamTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
+    if (options.signal?.aborted) return options.signal.reason ?? err;
+    const reason = err instanceof Error ? describeNetworkError(err) : String(err);
+    return new UpstreamUnreachableError(`the backend could not be reached: ${reason}`, { cause: err });
+  };
+
+  const headers = [...job.headers];
+  let body: Buffer | Readable | null = null;
+  if (options.body instanceof Uint8Array) {
+    const hasBody = options.body.byteLength > 0 || !["GET", "HEAD"].includes(job.method);
+    if (hasBody) body = Buffer.from(options.body.buffer, options.body.byteOffset, options.body.byteLength);
+  } else {
+    // A stream has no length undici can see: send the stored size, so the backend gets no chunked body.
+    if (job.storedBodyBytes !== undefined) headers.push("content-length", String(job.storedBodyBytes));
+    body = Readable.fromWeb(options.body as WebReadableStream<Uint8Array>);
+  }
+
+  let res: Awaited<ReturnType<typeof request>>;
   try {
-    const res = await request(options.upstream + job.url, {
+    res = await request(options.upstream + job.url, {
       dispatcher: options.agent,
       method: job.method as "GET",
       // Filtered on accept (hop-by-hop and Content-Length gone, X-Forwarded-* added): sent as stored.
-      headers: job.headers as string[],
-      body: hasBody ? Buffer.from(options.body.buffer, options.body.byteOffset, options.body.byteLength) : null,
+      headers,
+      body,
       signal,
     });
-    const body = new Uint8Array(await res.body.arrayBuffer());
-    const headers = withoutHopByHop(toHeaderPairs(res.headers), RECOMPUTED);
-    return { status: res.statusCode, headers, body };
   } catch (err) {
-    if (timeout.aborted) {
-      throw new UpstreamTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
-    }
-    if (options.signal?.aborted) throw err;
-    const reason = err instanceof Error ? describeNetworkError(err) : String(err);
-    throw new UpstreamUnreachableError(`the backend could not be reached: ${reason}`, { cause: err });
+    if (body instanceof Readable) body.destroy();
+    throw classify(err);
   }
+  const raw = res.body;
+  async function* chunks(): AsyncGenerator<Uint8Array> {
+    try {
+      for await (const chunk of raw as AsyncIterable<Buffer>) yield chunk;
+    } catch (err) {
+      throw classify(err);
+    }
+  }
+  return {
+    status: res.statusCode,
+    headers: withoutHopByHop(toHeaderPairs(res.headers), RECOMPUTED),
+    header(name) {
+      const value = res.headers[name];
+      return Array.isArray(value) ? value[0] : value;
+    },
+    body: chunks(),
+    discard() {
+      // Destroying a body nobody reads makes it emit an abort error: expected here, not worth a crash.
+      raw.on("error", () => undefined);
+      raw.destroy();
+    },
+  };
 }
 
 function describeNetworkError(err: Error): string {

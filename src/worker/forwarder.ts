@@ -3,30 +3,59 @@
  * backend, writing the job record at each transition.
  *
  * Invariants:
- * - The record is written before the message is acked, so a job is never gone from both the
- *   stream and the jobs bucket (the proxy's lookup relies on it).
+ * - The record is written before the message is acked or terminated, so a job is never gone
+ *   from both the stream and the jobs bucket (the proxy's lookup relies on it).
+ * - Record writes are compare-and-set on the revision this worker last wrote: a job canceled
+ *   meanwhile (`DELETE` on its status URL) is never overwritten with a result.
  * - While a call runs, the message is heartbeated (`working()`) every third of AckWait, so a
  *   long call is not redelivered; if this process dies, heartbeats stop and another worker gets
  *   the message after AckWait.
  * - The consumer's MaxAckPending is the route's concurrency: the server, not this process,
  *   bounds the calls in flight across all workers.
+ * - A job ends in a final state: completed, failed (attempts exhausted, response too large, or
+ *   interrupted too often: a poison job), or canceled. A failed job's request goes to the
+ *   dead-letter stream first, then its message is terminated: never redelivered forever.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import type { JsMsg } from "@nats-io/jetstream";
-import type { ConsumerMessages } from "@nats-io/jetstream";
+import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
+import type { Subscription } from "@nats-io/transport-node";
 import type { Agent } from "undici";
 import type { Config, RouteConfig } from "../config/index.js";
-import { UpstreamTimeoutError, UpstreamUnreachableError } from "../errors.js";
+import {
+  JobInterruptedError,
+  ResponseTooLargeError,
+  UpstreamStatusError,
+  UpstreamTimeoutError,
+  UpstreamUnreachableError,
+} from "../errors.js";
 import type { SlowlaneError } from "../errors.js";
 import type { Logger } from "../log.js";
+import { putDeadLetter } from "../queue/dead-letters.js";
 import { decodeEnvelope } from "../queue/envelope.js";
 import type { JobRequest } from "../queue/envelope.js";
 import type { JetStreamContext } from "../queue/provision.js";
-import { JobStatus, isFinal } from "../store/job-record.js";
+import { JobStatus, isFinal, withAttempt } from "../store/job-record.js";
 import type { JobRecord } from "../store/job-record.js";
 import type { JobStore } from "../store/job-store.js";
 import { callBackend, createBackendAgent } from "./backend-call.js";
-import { backoffDelayMs } from "./retry-policy.js";
+import { storeResponseBody } from "./response-body.js";
+import { parseRetryAfterMs, retryDelayMs } from "./retry-policy.js";
+
+/**
+ * Starts of one job that ended without an answer or a recorded failure (the worker crashed, was
+ * killed, or lost NATS mid-call) before the job is failed as poison instead of tried again.
+ */
+export const MAX_INTERRUPTIONS = 5;
+
+/** What a forwarder reports as it works, for metrics. Every method is optional and must not throw. */
+export interface ForwarderObserver {
+  /** A job was taken from the queue and its backend call is starting. */
+  jobStarted?(route: string, attempt: number, redelivered: boolean): void;
+  /** A backend call ended: `outcome` is the HTTP status, or `timeout`, `unreachable`, `aborted`, `too_large`, `error`. */
+  callFinished?(route: string, outcome: string, durationMs: number): void;
+  /** A job reached a final state. */
+  jobFinished?(route: string, status: JobStatus): void;
+}
 
 export interface ForwarderOptions {
   config: Config;
@@ -35,6 +64,7 @@ export interface ForwarderOptions {
   log: Logger;
   /** The undici Agent for backend calls; one is created (and closed) when not given. */
   agent?: Agent;
+  observer?: ForwarderObserver;
 }
 
 export interface Forwarder {
@@ -51,108 +81,250 @@ export interface Forwarder {
    * its next retry, up to 30 s later.
    */
   resubscribe(routes: readonly string[]): Promise<void>;
+  /**
+   * Applies a reloaded config: pulls from new routes, re-subscribes routes whose concurrency
+   * changed, and uses each route's new settings for the jobs it starts from now on. A removed
+   * route's consumer is still drained: jobs accepted under it are worked with its last settings.
+   * Call after `provision` has created the new routes' consumers.
+   */
+  reconfigure(config: Config): Promise<void>;
 }
 
+/** Why a running call was aborted. */
+const AbortReason = { Shutdown: "shutdown", Canceled: "canceled" } as const;
+type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
+
 interface RunningCall {
+  readonly jobId: string | undefined;
   readonly done: Promise<void>;
   readonly abort: AbortController;
 }
 
-/** A backend failure that counts against the route's attempts (anything else is our own trouble). */
-function isBackendFailure(err: unknown): err is UpstreamTimeoutError | UpstreamUnreachableError {
-  return err instanceof UpstreamTimeoutError || err instanceof UpstreamUnreachableError;
+/** A failure that counts against the route's attempts. */
+function isRetryable(err: unknown): err is UpstreamTimeoutError | UpstreamUnreachableError | UpstreamStatusError {
+  return err instanceof UpstreamTimeoutError || err instanceof UpstreamUnreachableError || err instanceof UpstreamStatusError;
+}
+
+/** How a call ended, as the record's history and the metrics name it. */
+function outcomeOf(err: unknown): string {
+  if (err instanceof UpstreamStatusError) return String(err.upstreamStatus);
+  if (err instanceof UpstreamTimeoutError) return "timeout";
+  if (err instanceof UpstreamUnreachableError) return "unreachable";
+  if (err instanceof ResponseTooLargeError) return "too_large";
+  return "aborted";
+}
+
+function toFailure(err: SlowlaneError): NonNullable<JobRecord["error"]> {
+  return err instanceof UpstreamStatusError
+    ? { code: err.code, message: err.message, upstreamStatus: err.upstreamStatus }
+    : { code: err.code, message: err.message };
 }
 
 export async function createForwarder(options: ForwarderOptions): Promise<Forwarder> {
-  const { config, context, store, log } = options;
+  const { context, store, log, observer } = options;
+  let config = options.config;
   const agent = options.agent ?? createBackendAgent();
   const ownsAgent = options.agent === undefined;
-  const heartbeatMs = Math.max(50, Math.floor(config.nats.ackWaitMs / 3));
   const running = new Set<RunningCall>();
-  const subscriptions = new Map<string, { messages: ConsumerMessages; loop: Promise<void> }>();
+  /** Settings of every route pulled from, removed ones included (their queues are still drained). */
+  const routes = new Map<string, RouteConfig>(config.routes.map((r) => [r.name, r]));
+  const subscriptions = new Map<string, { messages: ConsumerMessages; loop: Promise<void>; concurrency: number }>();
 
-  async function finish(msg: JsMsg, record: JobRecord): Promise<void> {
-    await store.putRecord(record);
-    if (record.status === JobStatus.Failed) msg.term(record.error?.message);
-    else await msg.ackAck();
+  /** One job's run: the message, the record as last written by this worker, and its revision. */
+  interface Run {
+    readonly msg: JsMsg;
+    readonly job: JobRequest;
+    readonly route: RouteConfig;
+    record: JobRecord;
+    revision: number;
   }
 
-  async function runJob(route: RouteConfig, msg: JsMsg, abort: AbortController): Promise<void> {
+  /** Writes the next record if nobody else (a cancel) wrote one since; false when the job was canceled. */
+  async function transition(run: Run, record: JobRecord): Promise<boolean> {
+    const revision = await store.updateRecord(record, run.revision);
+    if (revision === undefined) return false;
+    run.record = record;
+    run.revision = revision;
+    return true;
+  }
+
+  /**
+   * Someone else wrote the record since this worker did. Usually a cancel: drop the message and
+   * what was stored. Or a redelivery of the same message to another worker (this one's heartbeats
+   * did not get through): that run owns the job now, so leave everything to it.
+   */
+  async function lostRecord(run: Run): Promise<void> {
+    const current = await store.getRecord(run.job.id);
+    if (current?.status !== JobStatus.Canceled) {
+      log.warn({ job: run.job.id, route: run.route.name, status: current?.status }, "another worker took the job over; leaving it to it");
+      return;
+    }
+    run.msg.term("canceled");
+    await Promise.all([store.deleteResponse(run.job.id), store.deleteRequestBody(run.job.id)]);
+    log.info({ job: run.job.id, route: run.route.name }, "job canceled; its result is not kept");
+    observer?.jobFinished?.(run.route.name, JobStatus.Canceled);
+  }
+
+  async function fail(run: Run, err: SlowlaneError, extra: Partial<JobRecord> = {}): Promise<void> {
+    const now = Date.now();
+    // The dead letter first: a failed record always has a request that `slowlane jobs retry` can requeue.
+    await putDeadLetter(context, run.job, run.msg);
+    const failed: JobRecord = {
+      ...run.record,
+      ...extra,
+      status: JobStatus.Failed,
+      updatedAt: now,
+      expiresAt: now + run.route.ttlMs,
+      error: toFailure(err),
+    };
+    if (!(await transition(run, failed))) {
+      await lostRecord(run);
+      return;
+    }
+    run.msg.term(err.message);
+    log.warn({ job: run.job.id, route: run.route.name, attempts: failed.attempts, error: failed.error }, "job failed");
+    observer?.jobFinished?.(run.route.name, JobStatus.Failed);
+  }
+
+  async function runJob(consumerRoute: string, msg: JsMsg, abort: AbortController): Promise<void> {
     const job = decodeEnvelope(msg.headers);
-    if (!job || job.route !== route.name) {
+    if (!job || job.route !== consumerRoute) {
       log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
       msg.term("not a slowlane request");
       return;
     }
-    const previous = await store.getRecord(job.id);
-    if (previous && isFinal(previous)) {
-      // Finished, but the ack was lost (crash between the record write and the ack).
-      await msg.ackAck();
+    const route = routes.get(job.route) ?? { ...config.defaults, name: job.route, methods: undefined, path: "" };
+    const previous = await store.readRecord(job.id);
+    if (previous && isFinal(previous.record)) {
+      // Canceled before it started, or finished but the ack was lost (crash between the record write and the ack).
+      if (previous.record.status === JobStatus.Canceled) msg.term("canceled");
+      else await msg.ackAck();
       return;
     }
-    const attempt = (previous?.attempts ?? 0) + 1;
-    const failures = previous?.failures ?? 0;
+    const before = previous?.record;
+    const attempt = (before?.attempts ?? 0) + 1;
+    const failures = before?.failures ?? 0;
     const startedAt = Date.now();
-    const base = { id: job.id, route: route.name, createdAt: job.createdAt, attempts: attempt, failures };
-    await store.putRecord({ ...base, status: JobStatus.Running, updatedAt: startedAt });
+    const run: Run = {
+      msg,
+      job,
+      route,
+      revision: previous?.revision ?? 0,
+      record: {
+        id: job.id,
+        route: route.name,
+        createdAt: job.createdAt,
+        attempts: before?.attempts ?? 0,
+        failures,
+        ...(before?.history ? { history: before.history } : {}),
+        ...(before?.retries ? { retries: before.retries } : {}),
+        status: JobStatus.Queued,
+        updatedAt: startedAt,
+      },
+    };
+    // Starts that ended in no recorded failure were cut short: a worker crashed or was killed mid-call.
+    const interruptions = attempt - 1 - failures;
+    if (interruptions >= MAX_INTERRUPTIONS) {
+      await fail(run, new JobInterruptedError(attempt - 1));
+      return;
+    }
+    const started: JobRecord = { ...run.record, status: JobStatus.Running, attempts: attempt, updatedAt: startedAt };
+    if (!(await transition(run, started))) {
+      await lostRecord(run);
+      return;
+    }
     log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered }, "job started");
+    observer?.jobStarted?.(route.name, attempt, msg.redelivered);
 
-    const heartbeat = setInterval(() => msg.working(), heartbeatMs);
+    const heartbeat = setInterval(() => msg.working(), Math.max(50, Math.floor(config.nats.ackWaitMs / 3)));
+    // Reported once per started call, however it ends (`error`: our own trouble, e.g. a store write failed).
+    let outcome = "error";
     try {
-      const res = await callBackend({
-        agent,
-        upstream: config.upstream,
-        request: job,
-        body: msg.data,
-        timeoutMs: route.timeoutMs,
-        signal: abort.signal,
-      });
-      const location = await store.putBody(job.id, res.body);
+      const body = job.storedBodyBytes === undefined ? msg.data : await store.getRequestBody(job.id);
+      if (body === undefined) throw new Error(`the stored request body of job ${job.id} is gone`);
+      const res = await callBackend({ agent, upstream: config.upstream, request: job, body, timeoutMs: route.timeoutMs, signal: abort.signal });
+      if (route.retryOn.includes(res.status)) {
+        res.discard();
+        throw new UpstreamStatusError(res.status, parseRetryAfterMs(res.status, res.header("retry-after")));
+      }
+      const stored = await storeResponseBody(store, job.id, res.body, route.maxResponseBytes);
       const finishedAt = Date.now();
-      await finish(msg, {
-        ...base,
+      outcome = String(res.status);
+      const completed: JobRecord = {
+        ...run.record,
         status: JobStatus.Completed,
         updatedAt: finishedAt,
         expiresAt: finishedAt + route.ttlMs,
-        response: { status: res.status, headers: res.headers, bodyBytes: res.body.byteLength, body: location },
-      });
+        history: withAttempt(run.record.history, { attempt, startedAt, durationMs: finishedAt - startedAt, outcome: String(res.status) }),
+        response: { status: res.status, headers: res.headers, bodyBytes: stored.bytes, body: stored.location },
+      };
+      if (!(await transition(run, completed))) {
+        await lostRecord(run);
+        return;
+      }
+      await msg.ackAck();
+      if (job.storedBodyBytes !== undefined) await store.deleteRequestBody(job.id);
       log.info(
-        { job: job.id, route: route.name, attempt, durationMs: finishedAt - startedAt, responseStatus: res.status },
+        { job: job.id, route: route.name, attempt, durationMs: finishedAt - startedAt, responseStatus: res.status, bodyBytes: stored.bytes },
         "job completed",
       );
+      observer?.jobFinished?.(route.name, JobStatus.Completed);
     } catch (err) {
-      if (!isBackendFailure(err)) throw err;
-      await recordFailure(route, msg, job, { ...base, failures: failures + 1 }, err, startedAt);
+      const durationMs = Date.now() - startedAt;
+      if (abort.signal.aborted) {
+        outcome = "aborted";
+        if (abort.signal.reason === AbortReason.Canceled) {
+          await lostRecord(run);
+          return;
+        }
+        // Shutdown: not the job's fault, so it does not count as a start. The caller naks it for another worker.
+        const history = withAttempt(run.record.history, { attempt, startedAt, durationMs, outcome: "aborted" });
+        await transition(run, { ...run.record, status: JobStatus.Queued, attempts: attempt - 1, updatedAt: Date.now(), history });
+        throw err;
+      }
+      if (!isRetryable(err) && !(err instanceof ResponseTooLargeError)) throw err;
+      outcome = outcomeOf(err);
+      const history = withAttempt(run.record.history, { attempt, startedAt, durationMs, outcome: outcomeOf(err) });
+      if (err instanceof ResponseTooLargeError) {
+        await fail(run, err, { history });
+        return;
+      }
+      await retryOrFail(run, err, { history, failures: failures + 1 }, durationMs);
     } finally {
       clearInterval(heartbeat);
+      observer?.callFinished?.(route.name, outcome, Date.now() - startedAt);
     }
   }
 
-  async function recordFailure(
-    route: RouteConfig,
-    msg: JsMsg,
-    job: JobRequest,
-    base: Pick<JobRecord, "id" | "route" | "createdAt" | "attempts"> & { failures: number },
-    err: SlowlaneError,
-    startedAt: number,
+  async function retryOrFail(
+    run: Run,
+    err: UpstreamTimeoutError | UpstreamUnreachableError | UpstreamStatusError,
+    extra: Pick<JobRecord, "history" | "failures">,
+    durationMs: number,
   ): Promise<void> {
-    const now = Date.now();
-    const error = { code: err.code, message: err.message };
-    const fields = { job: job.id, route: route.name, attempt: base.attempts, durationMs: now - startedAt, error };
-    if (base.failures < route.attempts) {
-      const delayMs = backoffDelayMs(base.failures + 1);
-      await store.putRecord({ ...base, status: JobStatus.Queued, updatedAt: now, error });
-      msg.nak(delayMs);
-      log.warn({ ...fields, retryInMs: delayMs }, "attempt failed");
+    const failures = extra.failures ?? 0;
+    if (failures >= run.route.attempts) {
+      await fail(run, err, extra);
       return;
     }
-    await finish(msg, { ...base, status: JobStatus.Failed, updatedAt: now, expiresAt: now + route.ttlMs, error });
-    log.warn(fields, "job failed");
+    const retryAfterMs = err instanceof UpstreamStatusError ? err.retryAfterMs : undefined;
+    const delayMs = retryDelayMs(failures + 1, run.route.backoff, retryAfterMs);
+    const queued: JobRecord = { ...run.record, ...extra, status: JobStatus.Queued, updatedAt: Date.now(), error: toFailure(err) };
+    if (!(await transition(run, queued))) {
+      await lostRecord(run);
+      return;
+    }
+    run.msg.nak(delayMs);
+    log.warn(
+      { job: run.job.id, route: run.route.name, attempt: run.record.attempts, durationMs, error: queued.error, retryInMs: delayMs },
+      "attempt failed",
+    );
   }
 
-  function start(route: RouteConfig, msg: JsMsg): void {
+  function start(route: string, msg: JsMsg): void {
     const abort = new AbortController();
     const call: RunningCall = {
+      jobId: decodeEnvelope(msg.headers)?.id,
       abort,
       done: runJob(route, msg, abort)
         .catch((err: unknown) => {
@@ -169,9 +341,9 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     const consumer = await context.js.consumers.get(context.names.stream, context.names.consumer(route.name));
     const messages = await consumer.consume({ max_messages: route.concurrency });
     const loop = (async () => {
-      for await (const msg of messages) start(route, msg);
+      for await (const msg of messages) start(route.name, msg);
     })().catch((err: unknown) => log.error({ err, route: route.name }, "consumer loop stopped"));
-    subscriptions.set(route.name, { messages, loop });
+    subscriptions.set(route.name, { messages, loop, concurrency: route.concurrency });
   }
 
   async function unsubscribe(route: string): Promise<void> {
@@ -182,28 +354,55 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     await subscription.loop;
   }
 
+  /** Cancel notices (core NATS, best effort: the record's compare-and-set is what makes a cancel stick). */
+  function listenForCancels(): Subscription {
+    return context.nc.subscribe(context.names.cancelFilter, {
+      callback: (err, msg) => {
+        if (err) return;
+        const id = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
+        for (const call of running) if (call.jobId === id) call.abort.abort(AbortReason.Canceled);
+      },
+    });
+  }
+
   for (const route of config.routes) await subscribe(route);
+  const cancels = listenForCancels();
   log.info({ routes: config.routes.map((r) => r.name) }, "forwarder started");
 
   return {
     get inFlight() {
       return running.size;
     },
-    async resubscribe(routes) {
-      for (const route of config.routes.filter((r) => routes.includes(r.name))) {
-        await unsubscribe(route.name);
+    async resubscribe(names) {
+      for (const name of names) {
+        const route = routes.get(name);
+        if (!route) continue;
+        await unsubscribe(name);
         await subscribe(route);
-        log.info({ route: route.name }, "consumer re-created; pulling again");
+        log.info({ route: name }, "consumer re-created; pulling again");
       }
+    },
+    async reconfigure(next) {
+      config = next;
+      for (const route of next.routes) {
+        routes.set(route.name, route);
+        const current = subscriptions.get(route.name);
+        if (current?.concurrency === route.concurrency) continue;
+        if (current) await unsubscribe(route.name);
+        await subscribe(route);
+      }
+      const removed = [...subscriptions.keys()].filter((name) => !next.routes.some((r) => r.name === name));
+      if (removed.length > 0) log.info({ routes: removed }, "routes removed from the config; their queued jobs are still worked");
     },
     async close(drainMs = 25_000) {
       await Promise.all([...subscriptions.keys()].map(unsubscribe));
+      cancels.unsubscribe();
       const all = Promise.all([...running].map((c) => c.done));
       // An unref'd timer: once the calls are done, nothing is left holding the process open.
       const drained = await Promise.race([all.then(() => true), sleep(drainMs, false, { ref: false })]);
       if (!drained) {
         log.warn({ inFlight: running.size }, "drain timeout: aborting running calls; they go back to the queue");
-        for (const call of running) call.abort.abort();
+        for (const call of running) call.abort.abort(AbortReason.Shutdown);
         await all;
       }
       if (ownsAgent) await agent.close();

@@ -3,6 +3,9 @@
  *   /slow?ms=N&status=S   waits N ms, then answers S (default 200) with JSON about the request
  *   /binary?size=N        N bytes of a fixed pattern, with repeated set-cookie and custom headers
  *   /fail                 500 with a text body and an x-error header
+ *   /flaky, /flaky/**?key=K&fails=N&status=S&retryAfter=R
+ *                         the first N calls with key K answer S (default 503, with Retry-After: R if
+ *                         given), later ones 200 JSON { key, calls }
  *   /echo, /echo/**       JSON echo of method, url, headers and the body (base64)
  *   /hang                 never answers
  *   anything else         200 JSON { method, url }
@@ -52,6 +55,7 @@ export async function startTestBackend(port = 0): Promise<TestBackend> {
   let inFlight = 0;
   let maxInFlight = 0;
 
+  const flakyCalls = new Map<string, number>();
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
@@ -69,7 +73,7 @@ export async function startTestBackend(port = 0): Promise<TestBackend> {
       };
       res.on("close", finish);
       const url = new URL(req.url ?? "/", "http://backend");
-      const kind = url.pathname.startsWith("/echo/") ? "/echo" : url.pathname;
+      const kind = url.pathname.startsWith("/echo/") ? "/echo" : url.pathname.startsWith("/flaky/") ? "/flaky" : url.pathname;
       switch (kind) {
         case "/slow": {
           const ms = Number(url.searchParams.get("ms") ?? 0);
@@ -93,6 +97,19 @@ export async function startTestBackend(port = 0): Promise<TestBackend> {
           res.writeHead(500, { "content-type": "text/plain", "x-error": "boom" });
           res.end("backend exploded");
           return;
+        case "/flaky": {
+          const key = url.searchParams.get("key") ?? "";
+          const n = (flakyCalls.get(key) ?? 0) + 1;
+          flakyCalls.set(key, n);
+          if (n <= Number(url.searchParams.get("fails") ?? 0)) {
+            const retryAfter = url.searchParams.get("retryAfter");
+            res.writeHead(Number(url.searchParams.get("status") ?? 503), retryAfter === null ? {} : { "retry-after": retryAfter });
+            res.end("try again");
+            return;
+          }
+          json(res, 200, { key, calls: n });
+          return;
+        }
         case "/echo":
           json(res, 200, { method: req.method, url: req.url, headers: req.headers, body: body.toString("base64") });
           return;

@@ -23,7 +23,7 @@ beforeAll(async () => {
     nats: { servers: env.nats.url, stream: uniqueStream("flow"), ackWait: "2s" },
     defaults: { timeout: "10s", ttl: "5m", attempts: 1, concurrency: 8, retryAfter: "1s" },
     routes: [
-      { name: "slow", methods: ["POST"], path: "/slow" },
+      { name: "slow", methods: ["POST"], path: "/slow", maxBodySize: "1MiB" },
       { name: "binary", methods: ["GET"], path: "/binary" },
       { name: "fail", path: "/fail" },
       { name: "echo", path: "/echo/**" },
@@ -170,7 +170,7 @@ describe("accept → poll → 303 → result", () => {
 });
 
 describe("request bodies", () => {
-  it("refuses a body larger than a NATS message with 413 before queueing anything", async () => {
+  it("refuses a body over the route's maxBodySize with 413 before queueing anything", async () => {
     const before = env.backend.callsTo("/slow?ms=0&tag=big").length;
     const res = await request(slowlane.url)
       .post("/slow?ms=0&tag=big")
@@ -212,11 +212,14 @@ describe("job ids", () => {
     expect(bare.status).toBe(404);
   });
 
-  it("answers 405 with Allow for methods other than GET and HEAD", async () => {
+  it("answers 405 with Allow for methods other than GET, HEAD and DELETE (GET and HEAD on a result)", async () => {
     const id = await submit("post", "/slow?ms=0");
     const res = await request(slowlane.url).post(`${JOBS}/${id}`);
     expect(res.status).toBe(405);
-    expect(res.headers.allow).toBe("GET, HEAD");
+    expect(res.headers.allow).toBe("GET, HEAD, DELETE");
+    const result = await request(slowlane.url).delete(`${JOBS}/${id}/result`);
+    expect(result.status).toBe(405);
+    expect(result.headers.allow).toBe("GET, HEAD");
   });
 
   it("forgets a job after its ttl: 410 while the record remains", async () => {

@@ -5,7 +5,7 @@ import { createJobId, isJobId } from "../../src/queue/job-id.js";
 import { toJetStreamNames } from "../../src/queue/names.js";
 import { decodeRecord, encodeRecord, isExpired, toStatusBody } from "../../src/store/job-record.js";
 import type { JobRecord } from "../../src/store/job-record.js";
-import { backoffDelayMs } from "../../src/worker/retry-policy.js";
+import { backoffDelayMs, parseRetryAfterMs, retryDelayMs } from "../../src/worker/retry-policy.js";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 
 describe("job ids", () => {
@@ -110,10 +110,27 @@ describe("JetStream names", () => {
 
 describe("retry backoff", () => {
   it("grows exponentially from 1 s, capped at 60 s, jittered within the upper half", () => {
-    expect(backoffDelayMs(2, undefined, () => 0)).toBe(500);
-    expect(backoffDelayMs(2, undefined, () => 1)).toBe(1_000);
-    expect(backoffDelayMs(4, undefined, () => 1)).toBe(4_000);
-    expect(backoffDelayMs(30, undefined, () => 1)).toBe(60_000);
-    expect(backoffDelayMs(30, undefined, () => 0)).toBe(30_000);
+    const backoff = { initialMs: 1_000, maxMs: 60_000, factor: 2, jitter: true };
+    expect(backoffDelayMs(2, backoff, () => 0)).toBe(500);
+    expect(backoffDelayMs(2, backoff, () => 1)).toBe(1_000);
+    expect(backoffDelayMs(4, backoff, () => 1)).toBe(4_000);
+    expect(backoffDelayMs(30, backoff, () => 1)).toBe(60_000);
+    expect(backoffDelayMs(30, backoff, () => 0)).toBe(30_000);
+    expect(backoffDelayMs(3, { ...backoff, jitter: false }, () => 0)).toBe(2_000);
+    expect(backoffDelayMs(5, { ...backoff, factor: 1, jitter: false })).toBe(1_000);
+  });
+
+  it("reads Retry-After on 429 and 503 only, as seconds or an HTTP date, capped by backoff.max", () => {
+    const now = Date.parse("2026-11-21T12:00:00Z");
+    expect(parseRetryAfterMs(503, "120", now)).toBe(120_000);
+    expect(parseRetryAfterMs(429, "Sat, 21 Nov 2026 12:00:30 GMT", now)).toBe(30_000);
+    expect(parseRetryAfterMs(429, "Sat, 21 Nov 2026 11:00:00 GMT", now)).toBe(0);
+    expect(parseRetryAfterMs(502, "120", now)).toBeUndefined();
+    expect(parseRetryAfterMs(503, "soon", now)).toBeUndefined();
+    expect(parseRetryAfterMs(503, undefined, now)).toBeUndefined();
+    const backoff = { initialMs: 1_000, maxMs: 60_000, factor: 2, jitter: false };
+    expect(retryDelayMs(2, backoff, 5_000)).toBe(5_000);
+    expect(retryDelayMs(2, backoff, 3_600_000)).toBe(60_000);
+    expect(retryDelayMs(3, backoff)).toBe(2_000);
   });
 });

@@ -1,0 +1,164 @@
+/**
+ * Retries and dead letters: `retryOn` statuses are retried with the route's backoff (or the
+ * backend's Retry-After), other answers are results, and a job that runs out of attempts ends
+ * `failed` with its reason and history, its request in the dead-letter stream and its message
+ * out of the work queue. A job interrupted mid-call too often is failed as poison.
+ */
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { useNatsAndBackend } from "../helpers/environment.js";
+import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
+import type { TestApp } from "../helpers/slowlane.js";
+import { waitFor } from "../helpers/wait.js";
+
+const JOBS = "/_slowlane/jobs";
+const env = useNatsAndBackend();
+const stream = uniqueStream("retry");
+let slowlane: TestApp;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+
+beforeAll(async () => {
+  const config = makeConfig({
+    listen: "127.0.0.1:0",
+    upstream: env.backend.url,
+    nats: { servers: env.nats.url, stream, ackWait: "2s" },
+    defaults: { timeout: "5s", ttl: "5m", attempts: 3, backoff: { initial: "100ms", factor: 1, jitter: false } },
+    routes: [
+      { name: "flaky", path: "/flaky", retryOn: [502, 503] },
+      { name: "patient", path: "/flaky/**", retryOn: [503], attempts: 2, backoff: { initial: "50ms", max: "10s" } },
+    ],
+  });
+  slowlane = await startApp(config);
+  await slowlane.app.ready;
+  nc = await connect({ servers: env.nats.url });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await slowlane?.close();
+  await nc?.close();
+});
+
+async function submit(path: string): Promise<string> {
+  const res = await request(slowlane.url).post(path).send("payload");
+  expect(res.status).toBe(202);
+  return res.body.id as string;
+}
+
+interface StatusBody {
+  status: string;
+  attempts: number;
+  error?: { code: string; message: string; upstreamStatus?: number };
+  history?: { attempt: number; startedAt: string; durationMs: number; outcome: string }[];
+  responseStatus?: number;
+}
+
+async function waitFinal(id: string): Promise<StatusBody> {
+  return waitFor(
+    async () => {
+      const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
+      return res.status === 303 ? (res.body as StatusBody) : undefined;
+    },
+    { timeoutMs: 20_000, what: `job ${id} to finish` },
+  );
+}
+
+describe("retryOn", () => {
+  it("retries a listed status with the route's backoff until the backend answers", async () => {
+    const id = await submit("/flaky?key=twice&fails=2&status=502");
+    const done = await waitFinal(id);
+    expect(done).toMatchObject({ status: "completed", attempts: 3, responseStatus: 200 });
+    expect(done.history?.map((h) => h.outcome)).toEqual(["502", "502", "200"]);
+    expect(env.backend.callsTo("/flaky?key=twice&")).toHaveLength(3);
+    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    expect(result.body).toEqual({ key: "twice", calls: 3 });
+  });
+
+  it("replays a status not listed as the result, after one call", async () => {
+    const id = await submit("/flaky?key=once500&fails=1&status=500");
+    const done = await waitFinal(id);
+    expect(done).toMatchObject({ status: "completed", attempts: 1, responseStatus: 500 });
+    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    expect(result.status).toBe(500);
+    expect(result.text).toBe("try again");
+    expect(env.backend.callsTo("/flaky?key=once500&")).toHaveLength(1);
+  });
+
+  it("waits as long as the backend's Retry-After on a 503 asks, not the shorter backoff", async () => {
+    const id = await submit("/flaky/x?key=later&fails=1&status=503&retryAfter=2");
+    const done = await waitFinal(id);
+    expect(done).toMatchObject({ status: "completed", attempts: 2 });
+    const [first, second] = done.history ?? [];
+    if (!first || !second) throw new Error("expected two attempts in the history");
+    const gapMs = Date.parse(second.startedAt) - (Date.parse(first.startedAt) + first.durationMs);
+    // The backoff alone would have retried after 50 ms.
+    expect(gapMs).toBeGreaterThanOrEqual(1_900);
+  });
+});
+
+describe("a job that runs out of attempts", () => {
+  it("ends failed with its reason and history, its request dead-lettered and its message out of the queue", async () => {
+    const id = await submit("/flaky/y?key=never&fails=100&status=503");
+    const done = await waitFinal(id);
+    expect(done).toMatchObject({
+      status: "failed",
+      attempts: 2,
+      error: { code: "SLOWLANE_UPSTREAM_STATUS", upstreamStatus: 503 },
+    });
+    expect(done.history?.map((h) => h.outcome)).toEqual(["503", "503"]);
+    expect(env.backend.callsTo("/flaky/y?key=never&")).toHaveLength(2);
+
+    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    expect(result.status).toBe(502);
+    expect(result.headers["content-type"]).toBe("application/problem+json");
+    expect(result.body).toMatchObject({ code: "SLOWLANE_UPSTREAM_STATUS", upstreamStatus: 503, attempts: 2 });
+
+    const dead = await jsm.streams.getMessage(`${stream}_dead`, { last_by_subj: `${stream}.dead.patient.${id}` });
+    expect(dead?.string()).toBe("payload");
+    // Terminated, so the work queue drops it (term is not acknowledged: wait for it).
+    await waitFor(async () => {
+      const queued = await jsm.streams.getMessage(stream, { last_by_subj: `${stream}.jobs.patient.${id}` });
+      return queued === null;
+    });
+  });
+
+  it("fails a job interrupted mid-call too often as poison, without calling the backend again", async () => {
+    // A second deployment sharing the stream, with no worker yet: the job waits in the queue.
+    const config = makeConfig({
+      listen: "127.0.0.1:0",
+      upstream: env.backend.url,
+      nats: { servers: env.nats.url, stream: uniqueStream("poison"), ackWait: "2s" },
+      routes: [{ name: "work", path: "/work" }],
+    });
+    const proxy = await startApp(config, "proxy");
+    await proxy.app.ready;
+    try {
+      const res = await request(proxy.url).post("/work?tag=poison").send("x");
+      const id = res.body.id as string;
+      // What five workers killed mid-call leave behind: five starts, no recorded failure.
+      const jobs = await new Kvm(nc).open(`${config.nats.stream}_jobs`);
+      const now = Date.now();
+      await jobs.put(id, JSON.stringify({ id, route: "work", status: "running", attempts: 5, failures: 0, createdAt: now, updatedAt: now }));
+
+      const worker = await startApp(config, "worker");
+      try {
+        const done = await waitFor(async () => {
+          const status = await request(proxy.url).get(`${JOBS}/${id}`).redirects(0);
+          return status.status === 303 ? (status.body as StatusBody) : undefined;
+        });
+        expect(done).toMatchObject({ status: "failed", error: { code: "SLOWLANE_JOB_INTERRUPTED" } });
+        expect(env.backend.callsTo("/work?tag=poison")).toHaveLength(0);
+      } finally {
+        await worker.close();
+      }
+    } finally {
+      await proxy.close();
+    }
+  });
+});
