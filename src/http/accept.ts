@@ -13,11 +13,12 @@ import type { Config, RouteConfig } from "../config/index.js";
 import { BadRequestError, BodyTooLargeError, NatsUnavailableError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { toEnvelopeHeaders } from "../queue/envelope.js";
-import type { JobRequest } from "../queue/envelope.js";
+import type { JobRequest, StoredBodyRef } from "../queue/envelope.js";
 import { createJobId, toIdempotentJobId } from "../queue/job-id.js";
 import { findQueuedRequest } from "../queue/lookup.js";
 import type { JetStreamContext } from "../queue/provision.js";
-import { isExpired } from "../store/job-record.js";
+import { isExpired, JobStatus } from "../store/job-record.js";
+import { requestObjectName } from "../store/job-store.js";
 import type { JobStore } from "../store/job-store.js";
 import { withoutHopByHop } from "./hop-by-hop.js";
 import { sendJson, sendProblem } from "./problem.js";
@@ -41,7 +42,7 @@ export interface AcceptDeps {
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
 
 /** The request body: in memory when it fits in a message, else already in the Object Store. */
-type ReadBody = { inline: Buffer } | { storedBytes: number };
+type ReadBody = { inline: Buffer } | { stored: StoredBodyRef };
 
 /**
  * Reads the body, refusing more than `maxBytes`. Up to `inlineBytes` it is kept in memory; past
@@ -75,7 +76,8 @@ async function readBody(req: IncomingMessage, store: JobStore, id: string, inlin
       yield next.value;
     }
   }
-  return { storedBytes: await store.putRequestBody(id, ReadableStream.from(everything())) };
+  const name = requestObjectName(id);
+  return { stored: { name, bytes: await store.putRequestBody(name, ReadableStream.from(everything())) } };
 }
 
 /** The request headers as the backend would see them through a proxy: X-Forwarded-* added. */
@@ -98,7 +100,9 @@ function toStoredHeaders(req: IncomingMessage): string[] {
 function idempotencyKeyOf(req: IncomingMessage): string | undefined {
   const key = req.headers["idempotency-key"];
   if (key === undefined) return undefined;
-  if (typeof key !== "string" || !IDEMPOTENCY_KEY.test(key)) {
+  // Node joins repeated headers with ", ": count the raw ones, so two keys are not taken for one.
+  const count = req.rawHeaders.filter((name, i) => i % 2 === 0 && name.toLowerCase() === "idempotency-key").length;
+  if (count !== 1 || typeof key !== "string" || !IDEMPOTENCY_KEY.test(key)) {
     throw new BadRequestError("Idempotency-Key must be one value of 1 to 255 printable ASCII characters");
   }
   return key;
@@ -113,9 +117,14 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
   const { config, log } = deps;
   const jobsPath = config.jobs.path;
 
-  function sendAccepted(res: ServerResponse, route: RouteConfig, id: string, extra: Record<string, string> = {}): void {
+  function sendAccepted(res: ServerResponse, route: RouteConfig, id: string, status = "queued", extra: Record<string, string> = {}): void {
     const statusUrl = `${jobsPath}/${id}`;
-    sendJson(res, 202, { id, status: "queued", statusUrl }, { location: statusUrl, "retry-after": route.retryAfterS, ...extra });
+    sendJson(res, 202, { id, status, statusUrl }, { location: statusUrl, "retry-after": route.retryAfterS, ...extra });
+  }
+
+  function sendReplayed(res: ServerResponse, route: RouteConfig, id: string, status: string): void {
+    log.info({ job: id, route: route.name }, "idempotent retry: answered with the existing job");
+    sendAccepted(res, route, id, status, { "idempotent-replayed": "true" });
   }
 
   function unavailable(res: ServerResponse, route: RouteConfig, cause?: unknown): void {
@@ -134,15 +143,15 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
     store: JobStore,
     route: RouteConfig,
     id: string,
-  ): Promise<{ existing: true } | { existing: false; msgID: string }> {
+  ): Promise<{ existing: string } | { existing: undefined; msgID: string }> {
     const found = await store.readRecord(id);
-    if (found && !isExpired(found.record)) return { existing: true };
+    if (found && !isExpired(found.record)) return { existing: found.record.status };
     if (found) {
       await Promise.all([store.deleteResponse(id), store.deleteRecord(id)]);
-      return { existing: false, msgID: `${id}.${found.record.createdAt}` };
+      return { existing: undefined, msgID: `${id}.${found.record.createdAt}` };
     }
-    if (await findQueuedRequest(context.jsm, context.names, [route.name], id)) return { existing: true };
-    return { existing: false, msgID: id };
+    if (await findQueuedRequest(context.jsm, context.names, [route.name], id)) return { existing: JobStatus.Queued };
+    return { existing: undefined, msgID: id };
   }
 
   return async function accept(req, res, route) {
@@ -163,10 +172,9 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       if (key !== undefined) {
         id = toIdempotentJobId([config.nats.stream, route.name, callerOf(req)], key);
         const found = await findIdempotent(context, store, route, id);
-        if (found.existing) {
+        if (found.existing !== undefined) {
           req.resume();
-          log.info({ job: id, route: route.name }, "idempotent retry: answered with the existing job");
-          sendAccepted(res, route, id, { "idempotent-replayed": "true" });
+          sendReplayed(res, route, id, found.existing);
           return;
         }
         msgID = found.msgID;
@@ -198,9 +206,8 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       return;
     }
 
-    const storedBytes = "storedBytes" in body ? body.storedBytes : undefined;
+    const stored = "stored" in body ? body.stored : undefined;
     const inline = "inline" in body ? body.inline : new Uint8Array(0);
-    const stored = storedBytes !== undefined;
     const job: JobRequest = {
       id,
       route: route.name,
@@ -208,22 +215,35 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       url: req.url ?? "/",
       headers: toStoredHeaders(req),
       createdAt: Date.now(),
-      ...(stored ? { storedBodyBytes: storedBytes } : {}),
+      ...(stored ? { storedBody: stored } : {}),
     };
-    try {
-      await context.js.publish(context.names.jobSubject(route.name, job.id), inline, {
-        msgID,
+    const publish = (id: string) =>
+      context.js.publish(context.names.jobSubject(route.name, job.id), inline, {
+        msgID: id,
         headers: toEnvelopeHeaders(job),
         timeout: PUBLISH_TIMEOUT_MS,
       });
+    try {
+      const ack = await publish(msgID);
+      if (ack.duplicate) {
+        // JetStream has seen this message id in the last two minutes: an idempotent repeat that
+        // arrived at the same moment (then its job exists), or one whose job was deleted since.
+        const now = await findIdempotent(context, store, route, id);
+        if (now.existing !== undefined) {
+          if (stored) await store.deleteRequestBody(stored.name);
+          sendReplayed(res, route, id, now.existing);
+          return;
+        }
+        await publish(`${id}.${job.createdAt}`);
+      }
     } catch (err) {
       log.warn({ err, route: route.name }, "could not persist a request; answered 503");
-      if (stored) await store.deleteRequestBody(id).catch(() => undefined);
+      if (stored) await store.deleteRequestBody(stored.name).catch(() => undefined);
       unavailable(res, route, err);
       return;
     }
-    const bodyBytes = storedBytes ?? inline.byteLength;
-    log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: stored }, "job accepted");
+    const bodyBytes = stored?.bytes ?? inline.byteLength;
+    log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: stored !== undefined }, "job accepted");
     sendAccepted(res, route, job.id);
   };
 }

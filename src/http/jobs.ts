@@ -19,7 +19,8 @@ import {
   SlowlaneError,
 } from "../errors.js";
 import type { Logger } from "../log.js";
-import { deleteDeadLetter } from "../queue/dead-letters.js";
+import { deleteDeadLetter, getDeadLetter } from "../queue/dead-letters.js";
+import { decodeEnvelope } from "../queue/envelope.js";
 import { isJobId } from "../queue/job-id.js";
 import { findQueuedMessage, findQueuedRequest } from "../queue/lookup.js";
 import type { JetStreamContext } from "../queue/provision.js";
@@ -182,10 +183,13 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       const found = await store.readRecord(id);
       const now = Date.now();
       if (found && isFinal(found.record)) {
+        // A failed job's request (and its claim-checked body) waits in the dead-letter stream for a retry.
+        const letter = await getDeadLetter(context, found.record.route, id);
+        const storedBody = letter ? decodeEnvelope(letter.headers)?.storedBody : undefined;
         await Promise.all([
           store.deleteResponse(id),
-          store.deleteRequestBody(id),
-          deleteDeadLetter(context, found.record.route, id),
+          storedBody ? store.deleteRequestBody(storedBody.name) : undefined,
+          letter ? deleteDeadLetter(context, found.record.route, id) : undefined,
         ]);
         await store.deleteRecord(id);
         cache.delete(id);
@@ -198,6 +202,13 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
         const canceled: JobRecord = { ...record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + routeOf(record).ttlMs };
         if ((await store.updateRecord(canceled, found.revision)) === undefined) continue;
         notify();
+        if (record.status === JobStatus.Queued) {
+          // Waiting between attempts: its message is in the queue, with the name of a claim-checked body.
+          // (A running job's worker deletes it once the call is aborted.)
+          const queued = await findQueuedMessage(context.jsm, context.names, [record.route], id);
+          const storedBody = queued?.request.storedBody;
+          if (storedBody) await store.deleteRequestBody(storedBody.name);
+        }
         log.info({ job: id, route: record.route, was: record.status }, "job canceled");
         return;
       }
@@ -219,7 +230,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       };
       if ((await store.updateRecord(record, 0)) === undefined) continue;
       await context.jsm.streams.deleteMessage(context.names.stream, queued.seq, false).catch(() => false);
-      if (request.storedBodyBytes !== undefined) await store.deleteRequestBody(id);
+      if (request.storedBody) await store.deleteRequestBody(request.storedBody.name);
       notify();
       log.info({ job: id, route: request.route, was: "queued" }, "job canceled");
       return;

@@ -11,6 +11,17 @@ import type { MsgHdrs } from "@nats-io/transport-node";
 export const ENVELOPE_HEADER = "Slowlane-Request";
 const ENVELOPE_VERSION = 1;
 
+export interface StoredBodyRef {
+  readonly name: string;
+  readonly bytes: number;
+}
+
+function isStoredBodyRef(value: unknown): value is StoredBodyRef {
+  if (typeof value !== "object" || value === null) return false;
+  const ref = value as Record<string, unknown>;
+  return typeof ref.name === "string" && typeof ref.bytes === "number";
+}
+
 /** What a worker needs to replay a request to the backend. */
 export interface JobRequest {
   readonly id: string;
@@ -23,10 +34,10 @@ export interface JobRequest {
   /** Epoch milliseconds when the proxy accepted the request. */
   readonly createdAt: number;
   /**
-   * Set when the body was too large for the message: it is in the Object Store (the claim check,
-   * see `requestObjectName`) and this is its size; the message payload is then empty.
+   * Set when the body was too large for the message: it is in the Object Store under `name` (the
+   * claim check) and has `bytes` bytes; the message payload is then empty.
    */
-  readonly storedBodyBytes?: number;
+  readonly storedBody?: StoredBodyRef;
 }
 
 export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
@@ -41,7 +52,7 @@ export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
       url: request.url,
       headers: request.headers,
       createdAt: request.createdAt,
-      ...(request.storedBodyBytes === undefined ? {} : { storedBodyBytes: request.storedBodyBytes }),
+      ...(request.storedBody === undefined ? {} : { storedBody: request.storedBody }),
     }),
   );
   return h;
@@ -72,10 +83,10 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined): JobRequest | undefine
     typeof e.createdAt !== "number" ||
     !isStringArray(e.headers) ||
     e.headers.length % 2 !== 0 ||
-    (e.storedBodyBytes !== undefined && typeof e.storedBodyBytes !== "number")
+    (e.storedBody !== undefined && !isStoredBodyRef(e.storedBody))
   ) {
     return undefined;
   }
   const request = { id: e.id, route: e.route, method: e.method, url: e.url, headers: e.headers, createdAt: e.createdAt };
-  return typeof e.storedBodyBytes === "number" ? { ...request, storedBodyBytes: e.storedBodyBytes } : request;
+  return isStoredBodyRef(e.storedBody) ? { ...request, storedBody: { name: e.storedBody.name, bytes: e.storedBody.bytes } } : request;
 }

@@ -8,6 +8,7 @@
  * Record writes that must not overwrite someone else's (a worker finishing a job that was
  * canceled meanwhile) are compare-and-set on the record's revision.
  */
+import { randomBytes } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { ObjectStore } from "@nats-io/obj";
@@ -49,20 +50,27 @@ export interface JobStore {
   putBodyStream(id: string, body: ReadableStream<Uint8Array>): Promise<void>;
   /** The stored body, as bytes (KV) or a stream (Object Store); `undefined` when it has expired. */
   getBody(id: string, response: StoredResponse): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined>;
-  /** Stores a request body too large for the queue message; resolves to its size. Rejects (keeping nothing) if `body` errors. */
-  putRequestBody(id: string, body: ReadableStream<Uint8Array>): Promise<number>;
-  /** The claim-checked request body, or `undefined` if it is gone. */
-  getRequestBody(id: string): Promise<ReadableStream<Uint8Array> | undefined>;
-  deleteRequestBody(id: string): Promise<void>;
+  /**
+   * Stores a request body too large for the queue message under a new name (see
+   * {@link requestObjectName}); resolves to its size. Rejects (keeping nothing) if `body` errors.
+   */
+  putRequestBody(name: string, body: ReadableStream<Uint8Array>): Promise<number>;
+  /** A claim-checked request body, or `undefined` if it is gone. */
+  getRequestBody(name: string): Promise<ReadableStream<Uint8Array> | undefined>;
+  deleteRequestBody(name: string): Promise<void>;
   /** Deletes a job's stored response (both places it may be). */
   deleteResponse(id: string): Promise<void>;
   /** Deletes the record itself: the job becomes unknown (404). */
   deleteRecord(id: string): Promise<void>;
 }
 
-/** The Object Store name of a claim-checked request body (response bodies use the bare id). */
+/**
+ * A fresh Object Store name for a job's claim-checked request body (response bodies use the bare
+ * id). Unique per upload: repeats of one idempotent request upload at the same time, and each
+ * must be able to delete its own copy when JetStream keeps another's.
+ */
 export function requestObjectName(id: string): string {
-  return `${id}.request`;
+  return `${id}.request.${randomBytes(6).toString("base64url")}`;
 }
 
 function isWrongRevision(err: unknown): boolean {
@@ -134,18 +142,18 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       }
     },
 
-    async putRequestBody(id, body) {
-      const info = await bodies.put({ name: requestObjectName(id) }, body);
+    async putRequestBody(name, body) {
+      const info = await bodies.put({ name }, body);
       return info.size;
     },
 
-    async getRequestBody(id) {
-      const object = await bodies.get(requestObjectName(id));
+    async getRequestBody(name) {
+      const object = await bodies.get(name);
       return object ? object.data : undefined;
     },
 
-    async deleteRequestBody(id) {
-      await bodies.delete(requestObjectName(id)).catch(() => undefined);
+    async deleteRequestBody(name) {
+      await bodies.delete(name).catch(() => undefined);
     },
 
     async deleteResponse(id) {

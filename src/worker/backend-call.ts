@@ -70,7 +70,7 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
     if (hasBody) body = Buffer.from(options.body.buffer, options.body.byteOffset, options.body.byteLength);
   } else {
     // A stream has no length undici can see: send the stored size, so the backend gets no chunked body.
-    if (job.storedBodyBytes !== undefined) headers.push("content-length", String(job.storedBodyBytes));
+    if (job.storedBody !== undefined) headers.push("content-length", String(job.storedBody.bytes));
     body = Readable.fromWeb(options.body as WebReadableStream<Uint8Array>);
   }
 

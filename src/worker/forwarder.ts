@@ -114,6 +114,14 @@ function outcomeOf(err: unknown): string {
   return "aborted";
 }
 
+/**
+ * Takes a message out of the work queue for good. Always without a reason: nats-server 2.9 takes
+ * only a bare `+TERM`, and silently ignores `+TERM <reason>` (the message would be redelivered).
+ */
+function terminate(msg: JsMsg): void {
+  msg.term();
+}
+
 function toFailure(err: SlowlaneError): NonNullable<JobRecord["error"]> {
   return err instanceof UpstreamStatusError
     ? { code: err.code, message: err.message, upstreamStatus: err.upstreamStatus }
@@ -129,6 +137,11 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
   /** Settings of every route pulled from, removed ones included (their queues are still drained). */
   const routes = new Map<string, RouteConfig>(config.routes.map((r) => [r.name, r]));
   const subscriptions = new Map<string, { messages: ConsumerMessages; loop: Promise<void>; concurrency: number }>();
+
+  /** Deletes a claim-checked request body once the job no longer needs it. */
+  async function deleteStoredRequest(job: JobRequest): Promise<void> {
+    if (job.storedBody) await store.deleteRequestBody(job.storedBody.name);
+  }
 
   /** One job's run: the message, the record as last written by this worker, and its revision. */
   interface Run {
@@ -159,8 +172,8 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
       log.warn({ job: run.job.id, route: run.route.name, status: current?.status }, "another worker took the job over; leaving it to it");
       return;
     }
-    run.msg.term("canceled");
-    await Promise.all([store.deleteResponse(run.job.id), store.deleteRequestBody(run.job.id)]);
+    terminate(run.msg);
+    await Promise.all([store.deleteResponse(run.job.id), deleteStoredRequest(run.job)]);
     log.info({ job: run.job.id, route: run.route.name }, "job canceled; its result is not kept");
     observer?.jobFinished?.(run.route.name, JobStatus.Canceled);
   }
@@ -181,7 +194,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
       await lostRecord(run);
       return;
     }
-    run.msg.term(err.message);
+    terminate(run.msg);
     log.warn({ job: run.job.id, route: run.route.name, attempts: failed.attempts, error: failed.error }, "job failed");
     observer?.jobFinished?.(run.route.name, JobStatus.Failed);
   }
@@ -190,15 +203,17 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     const job = decodeEnvelope(msg.headers);
     if (!job || job.route !== consumerRoute) {
       log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
-      msg.term("not a slowlane request");
+      terminate(msg);
       return;
     }
     const route = routes.get(job.route) ?? { ...config.defaults, name: job.route, methods: undefined, path: "" };
     const previous = await store.readRecord(job.id);
     if (previous && isFinal(previous.record)) {
       // Canceled before it started, or finished but the ack was lost (crash between the record write and the ack).
-      if (previous.record.status === JobStatus.Canceled) msg.term("canceled");
-      else await msg.ackAck();
+      if (previous.record.status === JobStatus.Canceled) {
+        terminate(msg);
+        await deleteStoredRequest(job);
+      } else await msg.ackAck();
       return;
     }
     const before = previous?.record;
@@ -240,7 +255,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     // Reported once per started call, however it ends (`error`: our own trouble, e.g. a store write failed).
     let outcome = "error";
     try {
-      const body = job.storedBodyBytes === undefined ? msg.data : await store.getRequestBody(job.id);
+      const body = job.storedBody === undefined ? msg.data : await store.getRequestBody(job.storedBody.name);
       if (body === undefined) throw new Error(`the stored request body of job ${job.id} is gone`);
       const res = await callBackend({ agent, upstream: config.upstream, request: job, body, timeoutMs: route.timeoutMs, signal: abort.signal });
       if (route.retryOn.includes(res.status)) {
@@ -263,7 +278,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
         return;
       }
       await msg.ackAck();
-      if (job.storedBodyBytes !== undefined) await store.deleteRequestBody(job.id);
+      await deleteStoredRequest(job);
       log.info(
         { job: job.id, route: route.name, attempt, durationMs: finishedAt - startedAt, responseStatus: res.status, bodyBytes: stored.bytes },
         "job completed",
