@@ -14,6 +14,11 @@ export const ErrorCodes = {
   BAD_REQUEST: "SLOWLANE_BAD_REQUEST",
   UPSTREAM_UNREACHABLE: "SLOWLANE_UPSTREAM_UNREACHABLE",
   UPSTREAM_TIMEOUT: "SLOWLANE_UPSTREAM_TIMEOUT",
+  UPSTREAM_STATUS: "SLOWLANE_UPSTREAM_STATUS",
+  RESPONSE_TOO_LARGE: "SLOWLANE_RESPONSE_TOO_LARGE",
+  JOB_INTERRUPTED: "SLOWLANE_JOB_INTERRUPTED",
+  JOB_CANCELED: "SLOWLANE_JOB_CANCELED",
+  NOT_FOUND: "SLOWLANE_NOT_FOUND",
   INTERNAL: "SLOWLANE_INTERNAL",
 } as const;
 
@@ -105,6 +110,13 @@ export class JobExpiredError extends SlowlaneError {
   }
 }
 
+/** No such endpoint (the admin server's unknown paths). */
+export class NotFoundError extends SlowlaneError {
+  constructor(message: string, options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.NOT_FOUND, 404, "Not Found", message, options);
+  }
+}
+
 export class MethodNotAllowedError extends SlowlaneError {
   readonly allow: readonly string[];
   constructor(allow: readonly string[], options: SlowlaneErrorOptions = {}) {
@@ -142,5 +154,55 @@ export class UpstreamUnreachableError extends SlowlaneError {
 export class UpstreamTimeoutError extends SlowlaneError {
   constructor(message: string, options: SlowlaneErrorOptions = {}) {
     super(ErrorCodes.UPSTREAM_TIMEOUT, 504, "Gateway Timeout", message, options);
+  }
+}
+
+/** The backend answered a status listed in the route's `retryOn` on every attempt. Replayed as 502. */
+export class UpstreamStatusError extends SlowlaneError {
+  /** The backend's last status. */
+  readonly upstreamStatus: number;
+  /** Milliseconds the backend asked to wait (`Retry-After` on a 429 or 503), if it said. */
+  readonly retryAfterMs: number | undefined;
+
+  constructor(upstreamStatus: number, retryAfterMs?: number, options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.UPSTREAM_STATUS, 502, "Bad Gateway", `the backend answered ${upstreamStatus}, a status retried by this route`, {
+      ...options,
+      extensions: { upstreamStatus, ...options.extensions },
+    });
+    this.upstreamStatus = upstreamStatus;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** The backend's response body exceeded the route's `maxResponseSize`. Replayed as 502; never retried. */
+export class ResponseTooLargeError extends SlowlaneError {
+  constructor(limitBytes: number, options: SlowlaneErrorOptions = {}) {
+    super(
+      ErrorCodes.RESPONSE_TOO_LARGE,
+      502,
+      "Bad Gateway",
+      `the backend's response exceeds the ${limitBytes}-byte maxResponseSize of this route`,
+      { ...options, extensions: { limitBytes, ...options.extensions } },
+    );
+  }
+}
+
+/** A job kept being interrupted mid-call (its worker crashed or was killed each time): failed as poison. */
+export class JobInterruptedError extends SlowlaneError {
+  constructor(starts: number, options: SlowlaneErrorOptions = {}) {
+    super(
+      ErrorCodes.JOB_INTERRUPTED,
+      502,
+      "Bad Gateway",
+      `the job was started ${starts} times and interrupted each time (a worker crashed or was stopped mid-call)`,
+      options,
+    );
+  }
+}
+
+/** The job was canceled (`DELETE` on its status URL): it has no result. */
+export class JobCanceledError extends SlowlaneError {
+  constructor(options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.JOB_CANCELED, 410, "Gone", "the job was canceled; it has no result", options);
   }
 }

@@ -12,6 +12,12 @@ export interface CachedJob {
   readonly body?: Uint8Array;
 }
 
+/** Told of every lookup, for metrics. Must not throw. */
+export interface ResultCacheObserver {
+  hit(): void;
+  miss(): void;
+}
+
 export interface ResultCacheOptions {
   /** Most jobs kept. Default 10,000. */
   maxEntries?: number;
@@ -19,12 +25,15 @@ export interface ResultCacheOptions {
   maxBytes?: number;
   /** Largest body kept in memory. Default 64 KiB. */
   maxBodyBytes?: number;
+  observer?: ResultCacheObserver;
 }
 
 export interface ResultCache {
   get(id: string): CachedJob | undefined;
   /** Caches a final record (and its body when small); entries leave at the record's `expiresAt`. */
   set(record: JobRecord, body?: Uint8Array): void;
+  /** Forgets a job (canceled or deleted). */
+  delete(id: string): void;
   readonly size: number;
 }
 
@@ -37,14 +46,25 @@ export function createResultCache(options: ResultCacheOptions = {}): ResultCache
     maxSize: options.maxBytes ?? 64 * 1024 * 1024,
     sizeCalculation: (job) => RECORD_OVERHEAD_BYTES + (job.body?.byteLength ?? 0),
   });
+  const observer = options.observer;
   return {
-    get: (id) => cache.get(id),
+    get(id) {
+      const entry = cache.get(id);
+      if (observer) {
+        if (entry === undefined) observer.miss();
+        else observer.hit();
+      }
+      return entry;
+    },
     set(record, body) {
       if (record.expiresAt === undefined) return;
       const ttl = record.expiresAt - Date.now();
       if (ttl <= 0) return;
       const entry: CachedJob = body && body.byteLength <= maxBodyBytes ? { record, body } : { record };
       cache.set(record.id, entry, { ttl });
+    },
+    delete(id) {
+      cache.delete(id);
     },
     get size() {
       return cache.size;

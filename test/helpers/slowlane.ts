@@ -11,7 +11,7 @@ import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { stringify } from "yaml";
 import { startSlowlane } from "../../src/app.js";
-import type { Role, Slowlane } from "../../src/app.js";
+import type { Role, Slowlane, SlowlaneOptions } from "../../src/app.js";
 import { parseConfig } from "../../src/config/index.js";
 import type { Config } from "../../src/config/index.js";
 import { createLogger } from "../../src/log.js";
@@ -45,9 +45,14 @@ export function createLogSink(lines: LogLine[] = []): { lines: LogLine[]; stream
   return { lines, stream };
 }
 
+/** Tests start many slowlanes at once: the admin server gets a free port unless the test says otherwise. */
+function withFreeAdminPort(doc: Record<string, unknown>): Record<string, unknown> {
+  return "admin" in doc ? doc : { ...doc, admin: { listen: "127.0.0.1:0" } };
+}
+
 /** A YAML document as ops would write it, parsed by the real loader. */
 export function makeConfig(doc: Record<string, unknown>): Config {
-  return parseConfig(stringify(doc), { file: "test.yaml", env: {} });
+  return parseConfig(stringify(withFreeAdminPort(doc)), { file: "test.yaml", env: {} });
 }
 
 /** A unique stream prefix, so tests sharing a nats-server never share state. */
@@ -62,10 +67,15 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function startApp(config: Config, role: Role = "run", drainMs = 2_000): Promise<TestApp> {
+export async function startApp(
+  config: Config,
+  role: Role = "run",
+  drainMs = 2_000,
+  options: Pick<SlowlaneOptions, "serverLimits"> = {},
+): Promise<TestApp> {
   const sink = createLogSink();
   const log = createLogger({ level: "debug", destination: sink.stream, redactHeaders: config.log.redactHeaders });
-  const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs });
+  const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs, ...options });
   return { app, url: app.url ?? "", logs: sink.lines, close: () => app.close() };
 }
 
@@ -83,7 +93,7 @@ export interface ChildSlowlane {
 export function writeConfigFile(doc: Record<string, unknown>): string {
   const dir = mkdtempSync(join(tmpdir(), "slowlane-test-"));
   const file = join(dir, "slowlane.yaml");
-  writeFileSync(file, stringify(doc));
+  writeFileSync(file, stringify(withFreeAdminPort(doc)));
   return file;
 }
 
