@@ -3,7 +3,7 @@
  * problem at once (key path, line:column, how to fix it), applies environment overrides and deep-freezes the
  * result. Never throws anything but {@link ConfigError} for a bad file.
  */
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readSync } from "node:fs";
 import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from "yaml";
 import type { Document } from "yaml";
 import type { z } from "zod";
@@ -18,6 +18,29 @@ import type { Config } from "./types.js";
  */
 const MAX_ALIAS_COUNT = 100;
 
+/**
+ * Far above any real config (the commented example is a few KiB). A wrong path (`/dev/zero`, a huge log
+ * file) is refused at this size instead of being read until memory runs out.
+ */
+const MAX_FILE_BYTES = 1024 * 1024;
+
+/** The file as UTF-8 text, or `undefined` when it holds more than {@link MAX_FILE_BYTES}. */
+function readBounded(file: string): string | undefined {
+  const fd = openSync(file, "r");
+  try {
+    const buffer = Buffer.alloc(MAX_FILE_BYTES + 1);
+    let size = 0;
+    let read: number;
+    do {
+      read = readSync(fd, buffer, size, buffer.length - size, null);
+      size += read;
+    } while (read > 0 && size <= MAX_FILE_BYTES);
+    return size > MAX_FILE_BYTES ? undefined : buffer.toString("utf8", 0, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export interface ParseConfigOptions {
   /** File name used in messages; `<config>` when absent. */
   file?: string;
@@ -30,9 +53,9 @@ export interface ParseConfigOptions {
 
 /** Reads and parses a configuration file; a missing or unreadable file is a {@link ConfigError} too. */
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Config {
-  let text: string;
+  let text: string | undefined;
   try {
-    text = readFileSync(file, "utf8");
+    text = readBounded(file);
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
     const message =
@@ -40,6 +63,10 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
         ? "file not found (pass the path of a slowlane.yaml; config/slowlane.yaml is a commented example)"
         : `cannot read the file (${code ?? String(cause)})`;
     throw new ConfigError(file, [{ path: "", message }], { cause });
+  }
+  if (text === undefined) {
+    const message = `larger than ${MAX_FILE_BYTES / 1024 / 1024} MiB: not a slowlane config (is the path right?)`;
+    throw new ConfigError(file, [{ path: "", message }]);
   }
   return parseConfig(text, { file, env });
 }
@@ -76,8 +103,8 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): Config
   try {
     input = doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
   } catch (cause) {
-    const { message, offset } = describeToJsError(doc, cause);
-    throw new ConfigError(file, [{ path: "", message, ...at(offset) }], { cause });
+    const { message, offset, path } = describeToJsError(doc, cause);
+    throw new ConfigError(file, [{ path: formatPath(path), message, ...at(offset) }], { cause });
   }
   // An empty file (or one with only comments) is an empty mapping: all defaults.
   input ??= {};
@@ -209,43 +236,68 @@ function rangeStart(node: unknown): number | undefined {
  * yaml builds values (aliases, merge keys) only in `toJS` and throws there; turn that into a message and the
  * place of the node at fault.
  */
-function describeToJsError(doc: Document, cause: unknown): { message: string; offset: number | undefined } {
+function describeToJsError(
+  doc: Document,
+  cause: unknown,
+): { message: string; offset: number | undefined; path: (string | number)[] } {
   const text = cause instanceof Error ? cause.message : String(cause);
   let offset: number | undefined;
+  let path: (string | number)[] = [];
   if (/excessive alias count/i.test(text)) {
     visit(doc, {
-      Alias(_, node) {
+      Alias(_, node, ancestors) {
         offset = node.range?.[0];
+        path = keyPath(ancestors, node);
         return visit.BREAK;
       },
     });
     return {
       message: `YAML aliases expand too much (more than ${MAX_ALIAS_COUNT} nodes): write the values out instead of nesting aliases`,
       offset,
+      path,
     };
   }
   if (/unresolved alias/i.test(text)) {
     visit(doc, {
-      Alias(_, node) {
+      Alias(_, node, ancestors) {
         if (node.resolve(doc) !== undefined) return undefined;
         offset = node.range?.[0];
+        path = keyPath(ancestors, node);
         return visit.BREAK;
       },
     });
-    return { message: `YAML error: ${text} (define the &anchor before using the *alias)`, offset };
+    return { message: `YAML error: ${text} (define the &anchor before using the *alias)`, offset, path };
   }
   if (/merge/i.test(text)) {
     visit(doc, {
-      Pair(_, pair) {
+      Pair(_, pair, ancestors) {
         // With merge keys on, yaml gives `<<` a symbol value; its source text is still "<<".
         if (!isScalar(pair.key) || pair.key.source !== "<<") return undefined;
         offset = rangeStart(pair.key);
+        path = keyPath(ancestors, pair);
         return visit.BREAK;
       },
     });
-    return { message: `YAML error: ${text} (write "<<: *anchor" where &anchor is a mapping)`, offset };
+    return { message: `YAML error: ${text} (write "<<: *anchor" where &anchor is a mapping)`, offset, path };
   }
-  return { message: `YAML error: ${text}`, offset };
+  return { message: `YAML error: ${text}`, offset, path };
+}
+
+/** The key path (`routes[1][0]`) of a node, from the ancestors `visit` passes (document first). */
+function keyPath(ancestors: readonly unknown[], node: unknown): (string | number)[] {
+  const chain = [...ancestors, node];
+  const path: (string | number)[] = [];
+  for (let i = 0; i + 1 < chain.length; i++) {
+    const parent = chain[i];
+    const child = chain[i + 1];
+    if (isSeq(parent)) path.push(parent.items.indexOf(child));
+    else if (isPair(parent) && parent.value === child) {
+      const key = parent.key;
+      // A merge key's value is a symbol; it reads as "<<" in the file.
+      path.push(isScalar(key) ? (typeof key.value === "symbol" ? "<<" : String(key.value)) : String(key));
+    }
+  }
+  return path;
 }
 
 /** Problems in file order (those without a position last), stable for equal positions. */

@@ -42,12 +42,18 @@ const JOBS_PATH_PATTERN = /^\/[^*?#\s]*$/;
 /** Node.js timers overflow past 2^31-1 ms (24.8 days) and then fire at once; stay below. */
 const MAX_TIMER_MS = 24 * 86_400_000;
 
+/** Longest part of a string value quoted in a message. */
+const MAX_SHOWN_CHARS = 80;
+
 /** How a value from the file reads in a message: strings quoted, lists and mappings named. */
 function showValue(value: unknown): string {
   if (value === null) return "nothing";
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "a mapping";
-  if (typeof value === "string") return JSON.stringify(value);
+  if (typeof value === "string") {
+    // A huge value (a pasted certificate, a runaway line) must not make a huge message.
+    return JSON.stringify(value.length > MAX_SHOWN_CHARS ? `${value.slice(0, MAX_SHOWN_CHARS)}…` : value);
+  }
   return String(value);
 }
 

@@ -12,6 +12,10 @@ const HOP_BY_HOP = new Set([
   "trailer",
   "transfer-encoding",
   "upgrade",
+  // Not hop-by-hop in RFC 9110, but met here: Node's server already sent the client its
+  // `100 Continue`, a stored request is replayed whole, and undici refuses to send it (every
+  // async job submitted with it, as curl does for bodies over 1 KiB, would fail).
+  "expect",
 ]);
 
 /** Names listed in the Connection header(s), lower-case. */
@@ -25,6 +29,13 @@ function connectionTokens(pairs: readonly string[]): Set<string> {
     }
   }
   return tokens;
+}
+
+/** Every header name (lower-case) a proxy must not forward: the hop-by-hop ones and those named in `Connection`. */
+export function hopByHopNames(pairs: readonly string[]): Set<string> {
+  const names = connectionTokens(pairs);
+  for (const name of HOP_BY_HOP) names.add(name);
+  return names;
 }
 
 /**

@@ -11,6 +11,7 @@ import type { Duplex } from "node:stream";
 import { createProxyServer } from "http-proxy-3";
 import { UpstreamUnreachableError } from "../errors.js";
 import type { Logger } from "../log.js";
+import { hopByHopNames } from "./hop-by-hop.js";
 import { sendProblem } from "./problem.js";
 
 export interface Passthrough {
@@ -18,6 +19,12 @@ export interface Passthrough {
   ws(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   close(): void;
 }
+
+/**
+ * Kept even when named in `Connection`: http-proxy-3 copies them to the upstream request, and without
+ * them Node would send a GET's body unframed, which the upstream reads as a second request.
+ */
+const FRAMING = new Set(["content-length", "transfer-encoding"]);
 
 export function createPassthrough(options: { upstream: string; log: Logger }): Passthrough {
   const { upstream, log } = options;
@@ -35,7 +42,12 @@ export function createPassthrough(options: { upstream: string; log: Logger }): P
   });
 
   return {
-    web: (req, res) => proxy.web(req, res),
+    web(req, res) {
+      // http-proxy-3 forwards every request header but `trailer`; hop-by-hop headers and those
+      // named in Connection describe the client's connection only (RFC 9110 §7.6.1).
+      for (const name of hopByHopNames(req.rawHeaders)) if (!FRAMING.has(name)) delete req.headers[name];
+      proxy.web(req, res);
+    },
     ws: (req, socket, head) => proxy.ws(req, socket, head),
     close() {
       proxy.close();

@@ -3,9 +3,11 @@
  * the jobs endpoints, then the async routes (first match wins), then passthrough.
  */
 import { createServer } from "node:http";
-import type { Server } from "node:http";
-import type { Config } from "../config/index.js";
+import type { Server, ServerResponse } from "node:http";
+import { performance } from "node:perf_hooks";
+import type { Config, RouteMatcher } from "../config/index.js";
 import { createRouteMatcher } from "../config/index.js";
+import { BadRequestError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { AcceptHandler } from "./accept.js";
 import type { JobsHandler } from "./jobs.js";
@@ -16,6 +18,18 @@ export interface HttpHandlers {
   accept: AcceptHandler;
   jobs: JobsHandler;
   passthrough: Passthrough;
+  /** Told of every response sent in full (metrics). */
+  observer?: HttpObserver;
+}
+
+/** How a request was served: an async route's accept, the jobs endpoints, or passthrough. */
+export const RequestModes = ["async", "passthrough", "jobs"] as const;
+export type RequestMode = (typeof RequestModes)[number];
+
+/** Told of every response sent in full. Must be cheap and must not throw. */
+export interface HttpObserver {
+  /** `route` is the async route's name, "" for passthrough and jobs; `durationMs` from the request's start. */
+  requestFinished(mode: RequestMode, route: string, status: number, durationMs: number): void;
 }
 
 /** Limits of Node's HTTP server, set on purpose (the README's HTTP contract lists them). */
@@ -30,41 +44,120 @@ export const SERVER_LIMITS = {
   keepAliveTimeoutMs: 65_000,
 } as const;
 
+/** {@link SERVER_LIMITS} as `createHttpServer` takes them; tests pass short timeouts. */
+export interface ServerLimits {
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxHeaderSize: number;
+  readonly keepAliveTimeoutMs: number;
+  /** How often Node looks for connections past the two timeouts; Node's default (30 s) when absent. */
+  readonly connectionsCheckingIntervalMs?: number;
+}
+
 /** Answers to requests Node's parser refuses, by error code; anything else is a 400. */
 const CLIENT_ERROR_ANSWERS: Record<string, readonly [number, string]> = {
   HPE_HEADER_OVERFLOW: [431, "Request Header Fields Too Large"],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: [413, "Payload Too Large"],
   ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
 };
 
-export function createHttpServer(config: Config, handlers: HttpHandlers, log: Logger): Server {
-  const match = createRouteMatcher(config.routes);
-  const jobsPath = config.jobs.path;
+/** `http://host/path?q` → `/path?q`, textually: no dot-segment or percent-escape normalisation. */
+const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*(.*)$/s;
+
+/**
+ * The request target as a path (origin-form), or `undefined` when it is none. The absolute-form
+ * (RFC 9112 §3.2.2) is accepted and reduced to its path, so that routing and the upstream (which
+ * http-proxy-3 gives the path only) see the same request; `*` and anything else is refused.
+ */
+function toOriginForm(url: string): string | undefined {
+  if (url.startsWith("/")) return url;
+  const rest = ABSOLUTE_FORM.exec(url)?.[1];
+  if (rest === undefined) return undefined;
+  return rest.startsWith("/") ? rest : `/${rest}`;
+}
+
+/** Host header lines in a request (RFC 9112 §3.2: exactly one is required of HTTP/1.1, at most one of 1.0). */
+function countHosts(rawHeaders: readonly string[]): number {
+  let hosts = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === "host") hosts += 1;
+  return hosts;
+}
+
+/**
+ * `config` may be a getter: the config in force is then read per request, so a reload swaps the routes at once
+ * (the matcher is compiled once per config). `jobs.path` is read once: changing it needs a restart.
+ */
+export function createHttpServer(
+  config: Config | (() => Config),
+  handlers: HttpHandlers,
+  log: Logger,
+  limits: ServerLimits = SERVER_LIMITS,
+): Server {
+  const currentConfig = typeof config === "function" ? config : () => config;
+  let compiled = { config: currentConfig(), match: createRouteMatcher(currentConfig().routes) };
+  const jobsPath = compiled.config.jobs.path;
   const jobsPrefix = `${jobsPath}/`;
+  const observer = handlers.observer;
+
+  function matcher(): RouteMatcher {
+    const current = currentConfig();
+    if (current !== compiled.config) compiled = { config: current, match: createRouteMatcher(current.routes) };
+    return compiled.match;
+  }
+
+  function observe(res: ServerResponse, mode: RequestMode, route: string, startedAtMs: number): void {
+    if (!observer) return;
+    res.once("finish", () => observer.requestFinished(mode, route, res.statusCode, performance.now() - startedAtMs));
+  }
 
   const server = createServer(
-    { maxHeaderSize: SERVER_LIMITS.maxHeaderSize, requestTimeout: SERVER_LIMITS.requestTimeoutMs },
+    {
+      maxHeaderSize: limits.maxHeaderSize,
+      requestTimeout: limits.requestTimeoutMs,
+      ...(limits.connectionsCheckingIntervalMs === undefined
+        ? {}
+        : { connectionsCheckingInterval: limits.connectionsCheckingIntervalMs }),
+    },
     (req, res) => {
-      const url = req.url ?? "/";
+      const startedAtMs = observer ? performance.now() : 0;
+      const url = toOriginForm(req.url ?? "/");
+      if (url === undefined || countHosts(req.rawHeaders) > 1) {
+        req.resume();
+        const problem = url === undefined ? "the request target must be a path" : "more than one Host header";
+        sendProblem(res, new BadRequestError(problem), { headers: { connection: "close" } });
+        return;
+      }
+      req.url = url;
       const q = url.indexOf("?");
       const pathname = q === -1 ? url : url.slice(0, q);
       if (pathname === jobsPath || pathname.startsWith(jobsPrefix)) {
+        observe(res, "jobs", "", startedAtMs);
         void handlers.jobs(req, res, pathname);
         return;
       }
-      const route = match(req.method ?? "GET", pathname);
+      const route = matcher()(req.method ?? "GET", pathname);
       if (route) {
+        observe(res, "async", route.name, startedAtMs);
         handlers.accept(req, res, route).catch((err: unknown) => sendProblem(res, err, { log }));
         return;
       }
+      observe(res, "passthrough", "", startedAtMs);
       handlers.passthrough.web(req, res);
     },
   );
-  server.headersTimeout = SERVER_LIMITS.headersTimeoutMs;
-  server.keepAliveTimeout = SERVER_LIMITS.keepAliveTimeoutMs;
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  // Node keeps the first 2,000 headers and silently drops the rest, framing headers included: a
+  // Content-Length past them would reach the upstream as an unframed body, that is, as a second
+  // request (smuggling). Unlimited here; the head size limit bounds the count anyway.
+  server.maxHeadersCount = 0;
   server.on("upgrade", (req, socket, head) => handlers.passthrough.ws(req, socket, head));
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     log.debug({ err }, "malformed request from a client");
-    if (!socket.writable) return socket.destroy();
+    // As Node does: no answer on top of a response already started (a pipelined request that
+    // breaks while an earlier answer streams), it would land inside that answer's body.
+    const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (!socket.writable || inFlight?.headersSent === true) return socket.destroy();
     const [status, reason] = CLIENT_ERROR_ANSWERS[err.code ?? ""] ?? [400, "Bad Request"];
     socket.end(`HTTP/1.1 ${status} ${reason}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   });

@@ -177,6 +177,7 @@ routes:
     ["nats:\n  replicas: 7", "nats.replicas", "must be a whole number from 1 to 5, got 7"],
     ["admin:\n  listen: nowhere", "admin.listen", '"nowhere" is not a listen address'],
     ["shutdownTimeout: 25", "shutdownTimeout", '25 has no unit: write "25s"'],
+    [`upstream: ${"x".repeat(100_000)}`, "upstream", `"${"x".repeat(80)}…" is not an absolute URL`],
   ])("explains %j at its key path", (text, path, message) => {
     const problem = onlyProblem(text.replaceAll("\\n", "\n"));
     expect(problem.path).toBe(path);
