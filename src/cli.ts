@@ -1,15 +1,16 @@
 #!/usr/bin/env node
 /**
- * The command line: argv → run | proxy | worker | check. The only file that calls process.exit.
+ * The command line: argv → run | proxy | worker | check | schema | jobs. The only file that calls process.exit.
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Roles, startSlowlane } from "./app.js";
 import type { Role } from "./app.js";
-import { describeConfig, loadConfig } from "./config/index.js";
+import { configJsonSchema, describeConfig, loadConfig } from "./config/index.js";
 import type { Config } from "./config/index.js";
 import { ConfigError } from "./errors.js";
 import { createLogger } from "./log.js";
+import { runJobsCommand } from "./ops/jobs-command.js";
 
 const USAGE = `usage: slowlane <command> [--config FILE]
 
@@ -18,6 +19,8 @@ commands:
   proxy    the HTTP side only
   worker   the forwarder only; run as many as you like
   check    validate the config, print the resolved routes (exit 1 on error)
+  schema   print the config file's JSON Schema (for editors)
+  jobs     list, show and retry jobs: slowlane jobs --help (exit 1 on error, 2 on bad usage)
 
 options:
   -c, --config FILE   config file (default: $SLOWLANE_CONFIG or config/slowlane.yaml)
@@ -61,7 +64,7 @@ async function serve(role: Role, file: string): Promise<void> {
     process.exit(1);
   });
   log.info({ role, config: file, version: version() }, "starting slowlane");
-  const app = await startSlowlane({ config, role, log });
+  const app = await startSlowlane({ config, role, log, configFile: file });
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
@@ -84,9 +87,34 @@ async function serve(role: Role, file: string): Promise<void> {
   };
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  process.on("SIGHUP", () => {
+    log.info({ signal: "SIGHUP", config: file }, "reloading the config");
+    app.reload().catch((err: unknown) => log.error({ err }, "config reload failed"));
+  });
+}
+
+/** `jobs` has options of its own: when it is the command, the rest of argv (without it) is its to parse. */
+function withoutJobsCommand(argv: string[]): string[] | undefined {
+  const { tokens } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: false,
+    tokens: true,
+    options: { config: { type: "string", short: "c" } },
+  });
+  const command = tokens.find((t) => t.kind === "positional");
+  return command?.value === "jobs" ? argv.filter((_, i) => i !== command.index) : undefined;
 }
 
 async function main(argv: string[]): Promise<void> {
+  const jobsArgv = withoutJobsCommand(argv);
+  if (jobsArgv) {
+    process.exitCode = await runJobsCommand(jobsArgv, {
+      defaultConfigFile: DEFAULT_CONFIG_FILE,
+      output: { out: (text) => console.log(text), err: (text) => console.error(text) },
+    });
+    return;
+  }
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -112,6 +140,10 @@ async function main(argv: string[]): Promise<void> {
     const config = readConfig(file);
     console.log(`${file}: OK\n`);
     console.log(describeConfig(config));
+    return;
+  }
+  if (command === "schema") {
+    console.log(JSON.stringify(configJsonSchema(), null, 2));
     return;
   }
   if ((Roles as readonly string[]).includes(command)) {
