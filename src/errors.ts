@@ -189,12 +189,12 @@ export class ResponseTooLargeError extends SlowlaneError {
 
 /** A job kept being interrupted mid-call (its worker crashed or was killed each time): failed as poison. */
 export class JobInterruptedError extends SlowlaneError {
-  constructor(starts: number, options: SlowlaneErrorOptions = {}) {
+  constructor(interruptions: number, options: SlowlaneErrorOptions = {}) {
     super(
       ErrorCodes.JOB_INTERRUPTED,
       502,
       "Bad Gateway",
-      `the job was started ${starts} times and interrupted each time (a worker crashed or was stopped mid-call)`,
+      `the job was interrupted mid-call ${interruptions} times (its worker crashed, was killed or lost NATS each time)`,
       options,
     );
   }

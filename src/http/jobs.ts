@@ -120,12 +120,32 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     return { record };
   }
 
+  /**
+   * The status answer of a final record, built once: final records never change, and the cache
+   * hands out the same record object to every poll (profiled: building it was the poll's own cost).
+   */
+  const finalAnswers = new WeakMap<JobRecord, { status: number; headers: string[]; body: Buffer }>();
+  function finalAnswer(record: JobRecord): { status: number; headers: string[]; body: Buffer } {
+    let answer = finalAnswers.get(record);
+    if (!answer) {
+      const statusUrl = `${jobsPath}/${record.id}`;
+      const body = Buffer.from(JSON.stringify(toStatusBody(record, statusUrl)));
+      const headers = ["content-type", "application/json", "content-length", String(body.byteLength), "cache-control", "no-store"];
+      const canceled = record.status === JobStatus.Canceled;
+      if (!canceled) headers.push("location", `${statusUrl}/result`);
+      answer = { status: canceled ? 200 : 303, headers, body };
+      finalAnswers.set(record, answer);
+    }
+    return answer;
+  }
+
   function sendStatus(res: ServerResponse, record: JobRecord): void {
-    const statusUrl = `${jobsPath}/${record.id}`;
-    const body = toStatusBody(record, statusUrl);
-    if (record.status === JobStatus.Canceled) sendJson(res, 200, body);
-    else if (isFinal(record)) sendJson(res, 303, body, { location: `${statusUrl}/result` });
-    else sendJson(res, 202, body, { "retry-after": retryAfterS(record) });
+    if (isFinal(record)) {
+      const { status, headers, body } = finalAnswer(record);
+      res.writeHead(status, headers).end(body);
+      return;
+    }
+    sendJson(res, 202, toStatusBody(record, `${jobsPath}/${record.id}`), { "retry-after": retryAfterS(record) });
   }
 
   async function sendResult(res: ServerResponse, record: JobRecord, cachedBody: Uint8Array | undefined): Promise<void> {

@@ -82,6 +82,9 @@ export function createNatsClient(options: NatsClientOptions): NatsClient {
           name,
           maxReconnectAttempts: -1,
           reconnectTimeWait: 1_000,
+          // Otherwise every request builds an Error with a stack up front, for async traces: 10-17%
+          // of the CPU of the accept, status and worker paths (profiled). Errors keep their message.
+          noAsyncTraces: true,
         });
         connection = nc;
         void watch(nc).catch((err: unknown) => log.error({ err }, "NATS status watcher stopped"));

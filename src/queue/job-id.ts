@@ -1,8 +1,19 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, randomFillSync } from "node:crypto";
+
+const ID_BYTES = 16;
+/** Random bytes drawn 4 KiB at a time: one CSPRNG call per 256 ids instead of one per id (profiled: 5% of accept). */
+const pool = Buffer.alloc(4096);
+let poolOffset = pool.length;
 
 /** 16 bytes from the CSPRNG, base64url: 22 URL-safe characters, 128 bits, unguessable. */
 export function createJobId(): string {
-  return randomBytes(16).toString("base64url");
+  if (poolOffset + ID_BYTES > pool.length) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const id = pool.toString("base64url", poolOffset, poolOffset + ID_BYTES);
+  poolOffset += ID_BYTES;
+  return id;
 }
 
 const JOB_ID = /^[A-Za-z0-9_-]{22}$/;

@@ -16,7 +16,11 @@ export interface JetStreamNames {
   readonly deadStream: string;
   /** Subject of a failed job's request in {@link deadStream}. */
   deadSubject(route: string, id: string): string;
-  /** Subject of the cancel notice for a running job (core NATS, every worker listens). */
+  /**
+   * Subject of a job's "changed under you" notice (core NATS): sent when a job is canceled, deleted
+   * or requeued by `slowlane jobs retry`. Workers abort a running call of that job; proxies drop it
+   * from their cache of finished jobs.
+   */
   cancelSubject(id: string): string;
   /** What workers subscribe to for cancel notices. */
   readonly cancelFilter: string;

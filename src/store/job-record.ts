@@ -65,6 +65,8 @@ export interface JobRecord {
   readonly history?: readonly AttemptRecord[];
   /** Times `slowlane jobs retry` requeued this job after it failed. */
   readonly retries?: number;
+  /** Starts that never ended (the worker died or lost NATS mid-call); too many fail the job as poison. */
+  readonly interruptions?: number;
 }
 
 export function isFinal(record: JobRecord): boolean {

@@ -42,10 +42,14 @@ import { storeResponseBody } from "./response-body.js";
 import { parseRetryAfterMs, retryDelayMs } from "./retry-policy.js";
 
 /**
- * Starts of one job that ended without an answer or a recorded failure (the worker crashed, was
- * killed, or lost NATS mid-call) before the job is failed as poison instead of tried again.
+ * Starts of one job that ended without an outcome (the worker crashed, was killed, or lost NATS
+ * mid-call: the next start finds the record still `running`) before the job is failed as poison
+ * instead of tried again.
  */
 export const MAX_INTERRUPTIONS = 5;
+
+/** How long one pull request waits on the server (see `subscribe`). */
+const PULL_EXPIRES_MS = 5_000;
 
 /** What a forwarder reports as it works, for metrics. Every method is optional and must not throw. */
 export interface ForwarderObserver {
@@ -199,6 +203,58 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     observer?.jobFinished?.(run.route.name, JobStatus.Failed);
   }
 
+  /**
+   * Writes the job's record `running` and returns the run; or deals with the message and returns
+   * `undefined` (canceled, already finished, poison). A first delivery creates the record outright,
+   * one write; only when one exists already (canceled before it started, requeued by
+   * `slowlane jobs retry`) or on a redelivery is it read first.
+   */
+  async function startRun(job: JobRequest, route: RouteConfig, msg: JsMsg): Promise<Run | undefined> {
+    const startedAt = Date.now();
+    const base = { id: job.id, route: route.name, createdAt: job.createdAt, updatedAt: startedAt };
+    if (msg.info.deliveryCount === 1) {
+      const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0 };
+      const revision = await store.updateRecord(record, 0);
+      if (revision !== undefined) return { msg, job, route, record, revision };
+    }
+    const previous = await store.readRecord(job.id);
+    if (previous && isFinal(previous.record)) {
+      // Canceled before it started, or finished but the ack was lost (crash between the record write and the ack).
+      if (previous.record.status === JobStatus.Canceled) {
+        terminate(msg);
+        await deleteStoredRequest(job);
+      } else await msg.ackAck();
+      return undefined;
+    }
+    const before = previous?.record;
+    const run: Run = {
+      msg,
+      job,
+      route,
+      revision: previous?.revision ?? 0,
+      record: {
+        ...base,
+        attempts: before?.attempts ?? 0,
+        failures: before?.failures ?? 0,
+        ...(before?.history ? { history: before.history } : {}),
+        ...(before?.retries ? { retries: before.retries } : {}),
+        // A record still `running` is a start that never ended: its worker died mid-call.
+        interruptions: (before?.interruptions ?? 0) + (before?.status === JobStatus.Running ? 1 : 0),
+        status: JobStatus.Queued,
+      },
+    };
+    if ((run.record.interruptions ?? 0) >= MAX_INTERRUPTIONS) {
+      await fail(run, new JobInterruptedError(run.record.interruptions ?? 0));
+      return undefined;
+    }
+    const started: JobRecord = { ...run.record, status: JobStatus.Running, attempts: run.record.attempts + 1 };
+    if (!(await transition(run, started))) {
+      await lostRecord(run);
+      return undefined;
+    }
+    return run;
+  }
+
   async function runJob(consumerRoute: string, msg: JsMsg, abort: AbortController): Promise<void> {
     const job = decodeEnvelope(msg.headers);
     if (!job || job.route !== consumerRoute) {
@@ -207,47 +263,11 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
       return;
     }
     const route = routes.get(job.route) ?? { ...config.defaults, name: job.route, methods: undefined, path: "" };
-    const previous = await store.readRecord(job.id);
-    if (previous && isFinal(previous.record)) {
-      // Canceled before it started, or finished but the ack was lost (crash between the record write and the ack).
-      if (previous.record.status === JobStatus.Canceled) {
-        terminate(msg);
-        await deleteStoredRequest(job);
-      } else await msg.ackAck();
-      return;
-    }
-    const before = previous?.record;
-    const attempt = (before?.attempts ?? 0) + 1;
-    const failures = before?.failures ?? 0;
-    const startedAt = Date.now();
-    const run: Run = {
-      msg,
-      job,
-      route,
-      revision: previous?.revision ?? 0,
-      record: {
-        id: job.id,
-        route: route.name,
-        createdAt: job.createdAt,
-        attempts: before?.attempts ?? 0,
-        failures,
-        ...(before?.history ? { history: before.history } : {}),
-        ...(before?.retries ? { retries: before.retries } : {}),
-        status: JobStatus.Queued,
-        updatedAt: startedAt,
-      },
-    };
-    // Starts that ended in no recorded failure were cut short: a worker crashed or was killed mid-call.
-    const interruptions = attempt - 1 - failures;
-    if (interruptions >= MAX_INTERRUPTIONS) {
-      await fail(run, new JobInterruptedError(attempt - 1));
-      return;
-    }
-    const started: JobRecord = { ...run.record, status: JobStatus.Running, attempts: attempt, updatedAt: startedAt };
-    if (!(await transition(run, started))) {
-      await lostRecord(run);
-      return;
-    }
+    const run = await startRun(job, route, msg);
+    if (!run) return;
+    const attempt = run.record.attempts;
+    const failures = run.record.failures ?? 0;
+    const startedAt = run.record.updatedAt;
     log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered }, "job started");
     observer?.jobStarted?.(route.name, attempt, msg.redelivered);
 
@@ -293,11 +313,15 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
           return;
         }
         // Shutdown: not the job's fault, so it does not count as a start. The caller naks it for another worker.
-        const history = withAttempt(run.record.history, { attempt, startedAt, durationMs, outcome: "aborted" });
-        await transition(run, { ...run.record, status: JobStatus.Queued, attempts: attempt - 1, updatedAt: Date.now(), history });
+        await handBack(run, "aborted", durationMs);
         throw err;
       }
-      if (!isRetryable(err) && !(err instanceof ResponseTooLargeError)) throw err;
+      if (!isRetryable(err) && !(err instanceof ResponseTooLargeError)) {
+        // Our own trouble (a NATS write timed out, say): not the job's fault either. If NATS takes the
+        // write, the next start does not count this one as an interruption.
+        await handBack(run, "error", durationMs).catch(() => undefined);
+        throw err;
+      }
       outcome = outcomeOf(err);
       const history = withAttempt(run.record.history, { attempt, startedAt, durationMs, outcome: outcomeOf(err) });
       if (err instanceof ResponseTooLargeError) {
@@ -309,6 +333,13 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
       clearInterval(heartbeat);
       observer?.callFinished?.(route.name, outcome, Date.now() - startedAt);
     }
+  }
+
+  /** Writes the record back to `queued` without counting the start: the call was cut short by us, not by the job. */
+  async function handBack(run: Run, outcome: string, durationMs: number): Promise<void> {
+    const { attempts, updatedAt: startedAt } = run.record;
+    const history = withAttempt(run.record.history, { attempt: attempts, startedAt, durationMs, outcome });
+    await transition(run, { ...run.record, status: JobStatus.Queued, attempts: attempts - 1, updatedAt: Date.now(), history });
   }
 
   async function retryOrFail(
@@ -354,7 +385,9 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
 
   async function subscribe(route: RouteConfig): Promise<void> {
     const consumer = await context.js.consumers.get(context.names.stream, context.names.consumer(route.name));
-    const messages = await consumer.consume({ max_messages: route.concurrency });
+    // Pull requests expire every 5 s (nats.js's default is 30 s): after a cluster's consumer leader
+    // moves, the next pull finds the new one within seconds instead of half a minute.
+    const messages = await consumer.consume({ max_messages: route.concurrency, expires: PULL_EXPIRES_MS });
     const loop = (async () => {
       for await (const msg of messages) start(route.name, msg);
     })().catch((err: unknown) => log.error({ err, route: route.name }, "consumer loop stopped"));

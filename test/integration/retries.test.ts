@@ -141,10 +141,12 @@ describe("a job that runs out of attempts", () => {
     try {
       const res = await request(proxy.url).post("/work?tag=poison").send("x");
       const id = res.body.id as string;
-      // What five workers killed mid-call leave behind: five starts, no recorded failure.
+      // What five workers killed mid-call leave behind: four interruptions counted, and the record of
+      // the fifth start still `running`.
       const jobs = await new Kvm(nc).open(`${config.nats.stream}_jobs`);
       const now = Date.now();
-      await jobs.put(id, JSON.stringify({ id, route: "work", status: "running", attempts: 5, failures: 0, createdAt: now, updatedAt: now }));
+      const record = { id, route: "work", status: "running", attempts: 5, failures: 0, interruptions: 4, createdAt: now, updatedAt: now };
+      await jobs.put(id, JSON.stringify(record));
 
       const worker = await startApp(config, "worker");
       try {
