@@ -31,11 +31,20 @@ function connectionTokens(pairs: readonly string[]): Set<string> {
   return tokens;
 }
 
-/** Every header name (lower-case) a proxy must not forward: the hop-by-hop ones and those named in `Connection`. */
-export function hopByHopNames(pairs: readonly string[]): Set<string> {
-  const names = connectionTokens(pairs);
-  for (const name of HOP_BY_HOP) names.add(name);
-  return names;
+/**
+ * Deletes from a parsed header object (`req.headers`) the hop-by-hop headers and those named in
+ * `Connection`, except the ones in `keep`. Looks names up instead of walking every header: this
+ * runs on every passthrough request.
+ */
+export function dropHopByHop(headers: Record<string, unknown>, keep: ReadonlySet<string>): void {
+  const connection = headers.connection;
+  if (typeof connection === "string") {
+    for (const token of connection.split(",")) {
+      const name = token.trim().toLowerCase();
+      if (name !== "" && !keep.has(name)) delete headers[name];
+    }
+  }
+  for (const name of HOP_BY_HOP) if (headers[name] !== undefined && !keep.has(name)) delete headers[name];
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Duplex } from "node:stream";
 import { createProxyServer } from "http-proxy-3";
 import { UpstreamUnreachableError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { hopByHopNames } from "./hop-by-hop.js";
+import { dropHopByHop } from "./hop-by-hop.js";
 import { sendProblem } from "./problem.js";
 
 export interface Passthrough {
@@ -45,7 +45,7 @@ export function createPassthrough(options: { upstream: string; log: Logger }): P
     web(req, res) {
       // http-proxy-3 forwards every request header but `trailer`; hop-by-hop headers and those
       // named in Connection describe the client's connection only (RFC 9110 §7.6.1).
-      for (const name of hopByHopNames(req.rawHeaders)) if (!FRAMING.has(name)) delete req.headers[name];
+      dropHopByHop(req.headers, FRAMING);
       proxy.web(req, res);
     },
     ws: (req, socket, head) => proxy.ws(req, socket, head),

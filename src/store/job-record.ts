@@ -13,8 +13,8 @@ export const JobStatus = {
 } as const;
 export type JobStatus = (typeof JobStatus)[keyof typeof JobStatus];
 
-/** Where a completed job's response body is kept. */
-export const BodyLocation = { None: "none", Kv: "kv", Object: "object" } as const;
+/** Where a completed job's response body is kept: in the record itself when small, else beside it. */
+export const BodyLocation = { None: "none", Inline: "inline", Kv: "kv", Object: "object" } as const;
 export type BodyLocation = (typeof BodyLocation)[keyof typeof BodyLocation];
 
 /** The backend's answer, minus the body bytes (stored apart so a status poll never reads them). */
@@ -24,6 +24,8 @@ export interface StoredResponse {
   readonly headers: readonly string[];
   readonly bodyBytes: number;
   readonly body: BodyLocation;
+  /** The body bytes, base64, when `body` is `inline`. */
+  readonly inline?: string;
 }
 
 export interface JobFailure {

@@ -17,6 +17,17 @@ import type { JobRecord, StoredResponse } from "./job-record.js";
 
 /** Room left in a message for the KV's own headers when a body goes into the results bucket. */
 const KV_HEADROOM_BYTES = 4 * 1024;
+/**
+ * Bodies up to this size ride in the job record itself (base64): the completed record is then the
+ * job's only write after the call, one JetStream round trip instead of two.
+ */
+export const MAX_INLINE_BODY_BYTES = 8 * 1024;
+
+/** Where `putBody` put a body; `inline` is the base64 bytes for a body kept in the record. */
+export interface PutBody {
+  readonly location: BodyLocation;
+  readonly inline?: string;
+}
 
 export interface JobStoreOptions {
   jobs: KV;
@@ -44,8 +55,8 @@ export interface JobStore {
    * new revision, or `undefined` when someone else wrote it first.
    */
   updateRecord(record: JobRecord, revision: number): Promise<number | undefined>;
-  /** Stores a response body held in memory and says where it went. */
-  putBody(id: string, body: Uint8Array): Promise<BodyLocation>;
+  /** Stores a response body held in memory (small ones go in the record: nothing is written) and says where it went. */
+  putBody(id: string, body: Uint8Array): Promise<PutBody>;
   /** Stores a response body as it streams in, in the Object Store. Rejects (and keeps nothing) if `body` errors. */
   putBodyStream(id: string, body: ReadableStream<Uint8Array>): Promise<void>;
   /** The stored body, as bytes (KV) or a stream (Object Store); `undefined` when it has expired. */
@@ -114,13 +125,16 @@ export function createJobStore(options: JobStoreOptions): JobStore {
     },
 
     async putBody(id, body) {
-      if (body.byteLength === 0) return BodyLocation.None;
+      if (body.byteLength === 0) return { location: BodyLocation.None };
+      if (body.byteLength <= MAX_INLINE_BODY_BYTES) {
+        return { location: BodyLocation.Inline, inline: Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("base64") };
+      }
       if (body.byteLength <= maxKvBodyBytes) {
         await results.put(id, body);
-        return BodyLocation.Kv;
+        return { location: BodyLocation.Kv };
       }
       await bodies.putBlob({ name: id }, body);
-      return BodyLocation.Object;
+      return { location: BodyLocation.Object };
     },
 
     async putBodyStream(id, body) {
@@ -131,6 +145,8 @@ export function createJobStore(options: JobStoreOptions): JobStore {
       switch (response.body) {
         case BodyLocation.None:
           return new Uint8Array(0);
+        case BodyLocation.Inline:
+          return Buffer.from(response.inline ?? "", "base64");
         case BodyLocation.Kv: {
           const entry = await results.get(id);
           return entry && entry.operation === "PUT" ? entry.value : undefined;

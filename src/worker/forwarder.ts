@@ -291,7 +291,13 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
         updatedAt: finishedAt,
         expiresAt: finishedAt + route.ttlMs,
         history: withAttempt(run.record.history, { attempt, startedAt, durationMs: finishedAt - startedAt, outcome: String(res.status) }),
-        response: { status: res.status, headers: res.headers, bodyBytes: stored.bytes, body: stored.location },
+        response: {
+          status: res.status,
+          headers: res.headers,
+          bodyBytes: stored.bytes,
+          body: stored.location,
+          ...(stored.inline === undefined ? {} : { inline: stored.inline }),
+        },
       };
       if (!(await transition(run, completed))) {
         await lostRecord(run);

@@ -11,6 +11,8 @@ import type { JobStore } from "../store/job-store.js";
 export interface StoredBody {
   readonly location: BodyLocation;
   readonly bytes: number;
+  /** The body, base64, when it is small enough to ride in the record (`location` is `inline`). */
+  readonly inline?: string;
 }
 
 function concat(chunks: readonly Uint8Array[], bytes: number): Uint8Array {
@@ -38,7 +40,7 @@ export async function storeResponseBody(
   try {
     for (;;) {
       const next = await source.next();
-      if (next.done) return { location: await store.putBody(id, concat(head, bytes)), bytes };
+      if (next.done) return { ...(await store.putBody(id, concat(head, bytes))), bytes };
       take(next.value);
       head.push(next.value);
       if (bytes > store.maxKvBodyBytes) break;

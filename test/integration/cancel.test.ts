@@ -372,11 +372,12 @@ describe("canceling running, retrying and finished jobs", () => {
 
   it("deletes a finished job: its record and its stored (KV) response are gone, then 404", async () => {
     const before = await streamMessages(stream);
-    const id = await submit(app, "post", `/slow?ms=0&tag=${uniqueTag("done")}`, "small");
+    // 20 KiB: too big to ride in the record, small enough for the results KV.
+    const id = await submit(app, "get", `/binary?size=20480&tag=${uniqueTag("done")}`);
     await waitFinal(app, id);
     // Read the result once, so this proxy has it cached.
     const result = await request(app.url).get(`${JOBS}/${id}/result`);
-    expect(result.status).toBe(200);
+    expect(result.status).toBe(201);
     expect(await kvValue(`${stream}_results`, id)).toBeDefined();
     expect(await kvValue(`${stream}_jobs`, id)).toBeDefined();
 
