@@ -64,7 +64,14 @@ async function serve(role: Role, file: string): Promise<void> {
     process.exit(1);
   });
   log.info({ role, config: file, version: version() }, "starting slowlane");
-  const app = await startSlowlane({ config, role, log, configFile: file });
+  let app: Awaited<ReturnType<typeof startSlowlane>>;
+  try {
+    app = await startSlowlane({ config, role, log, configFile: file });
+  } catch (err) {
+    // A port in use, say: an operational error (exit 1), not a usage error.
+    log.fatal({ err }, "could not start");
+    process.exit(1);
+  }
 
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {

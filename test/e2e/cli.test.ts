@@ -42,6 +42,19 @@ describe("slowlane check", () => {
 describe("slowlane run", () => {
   const env = useNatsAndBackend();
 
+  it("exits 1 with the reason, not the usage text, when its admin port is taken", async () => {
+    const file = writeConfigFile({
+      listen: "127.0.0.1:0",
+      admin: { listen: `127.0.0.1:${env.nats.port}` },
+      nats: { servers: env.nats.url, stream: uniqueStream("busyport") },
+    });
+    const run = spawnSlowlane("run", file);
+    expect(await run.exited).toBe(1);
+    const fatal = run.logs.find((l) => l.msg === "could not start") as { err?: { message?: string } } | undefined;
+    expect(fatal?.err?.message).toContain("EADDRINUSE");
+    expect(output(run.logs)).not.toContain("usage: slowlane");
+  });
+
   it("on SIGTERM finishes the call in flight, then exits 0", async () => {
     const file = writeConfigFile({
       listen: "127.0.0.1:0",
