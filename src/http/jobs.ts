@@ -124,13 +124,14 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
    * The status answer of a final record, built once: final records never change, and the cache
    * hands out the same record object to every poll (profiled: building it was the poll's own cost).
    */
-  const finalAnswers = new WeakMap<JobRecord, { status: number; headers: string[]; body: Buffer }>();
-  function finalAnswer(record: JobRecord): { status: number; headers: string[]; body: Buffer } {
+  // The body is kept as a string: Node then sends head and body in one write (a Buffer takes a writev of two).
+  const finalAnswers = new WeakMap<JobRecord, { status: number; headers: string[]; body: string }>();
+  function finalAnswer(record: JobRecord): { status: number; headers: string[]; body: string } {
     let answer = finalAnswers.get(record);
     if (!answer) {
       const statusUrl = `${jobsPath}/${record.id}`;
-      const body = Buffer.from(JSON.stringify(toStatusBody(record, statusUrl)));
-      const headers = ["content-type", "application/json", "content-length", String(body.byteLength), "cache-control", "no-store"];
+      const body = JSON.stringify(toStatusBody(record, statusUrl));
+      const headers = ["content-type", "application/json", "content-length", String(Buffer.byteLength(body)), "cache-control", "no-store"];
       const canceled = record.status === JobStatus.Canceled;
       if (!canceled) headers.push("location", `${statusUrl}/result`);
       answer = { status: canceled ? 200 : 303, headers, body };
