@@ -19,6 +19,7 @@ import { findQueuedRequest } from "../queue/lookup.js";
 import type { JetStreamContext } from "../queue/provision.js";
 import { isExpired, JobStatus } from "../store/job-record.js";
 import { requestObjectName } from "../store/job-store.js";
+import { splitBody } from "../store/split-body.js";
 import type { JobStore } from "../store/job-store.js";
 import { withoutHopByHop } from "./hop-by-hop.js";
 import { sendJson, sendProblem } from "./problem.js";
@@ -42,42 +43,19 @@ export interface AcceptDeps {
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
 
 /** The request body: in memory when it fits in a message, else already in the Object Store. */
-type ReadBody = { inline: Buffer } | { stored: StoredBodyRef };
+type ReadBody = { inline: Uint8Array } | { stored: StoredBodyRef };
 
 /**
  * Reads the body, refusing more than `maxBytes`. Up to `inlineBytes` it is kept in memory; past
- * that, what was read and the rest go to the Object Store under the job's id as they arrive.
+ * that, what was read and the rest go to the Object Store under a fresh name as they arrive.
  */
 async function readBody(req: IncomingMessage, store: JobStore, id: string, inlineBytes: number, maxBytes: number): Promise<ReadBody> {
   const declared = Number(req.headers["content-length"] ?? 0);
   if (declared > maxBytes) throw new BodyTooLargeError(maxBytes);
-  const source = (req as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-  let head: Buffer[] = [];
-  let bytes = 0;
-  const take = (chunk: Buffer): void => {
-    bytes += chunk.byteLength;
-    if (bytes > maxBytes) throw new BodyTooLargeError(maxBytes);
-  };
-  for (;;) {
-    const next = await source.next();
-    if (next.done) return { inline: head.length === 1 ? (head[0] as Buffer) : Buffer.concat(head, bytes) };
-    take(next.value);
-    head.push(next.value);
-    if (bytes > inlineBytes) break;
-  }
-  async function* everything(): AsyncGenerator<Uint8Array> {
-    const first = head;
-    head = [];
-    yield* first;
-    for (;;) {
-      const next = await source.next();
-      if (next.done) return;
-      take(next.value);
-      yield next.value;
-    }
-  }
+  const body = await splitBody(req as AsyncIterable<Buffer>, inlineBytes, maxBytes, () => new BodyTooLargeError(maxBytes));
+  if ("whole" in body) return { inline: body.whole };
   const name = requestObjectName(id);
-  return { stored: { name, bytes: await store.putRequestBody(name, ReadableStream.from(everything())) } };
+  return { stored: { name, bytes: await store.putRequestBody(name, body.stream) } };
 }
 
 /** The request headers as the backend would see them through a proxy: X-Forwarded-* added. */

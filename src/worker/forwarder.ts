@@ -282,7 +282,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
         res.discard();
         throw new UpstreamStatusError(res.status, parseRetryAfterMs(res.status, res.header("retry-after")));
       }
-      const stored = await storeResponseBody(store, job.id, res.body, route.maxResponseBytes);
+      const stored = await storeResponseBody(store, job.id, res, route.maxResponseBytes);
       const finishedAt = Date.now();
       outcome = String(res.status);
       const completed: JobRecord = {
