@@ -10,6 +10,7 @@ import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
+import { waitFinal as waitFinalAt } from "../helpers/jobs.js";
 import { waitFor } from "../helpers/wait.js";
 
 const JOBS = "/_slowlane/jobs";
@@ -54,15 +55,7 @@ async function submit(method: "get" | "post", path: string, body?: Buffer | stri
 }
 
 /** Polls the status URL until the job is final; returns the 303 answer. */
-async function waitFinal(id: string, timeoutMs = 15_000) {
-  return waitFor(
-    async () => {
-      const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
-      return res.status === 303 ? res : undefined;
-    },
-    { timeoutMs, what: `job ${id} to finish` },
-  );
-}
+const waitFinal = (id: string, timeoutMs?: number) => waitFinalAt(slowlane.url, id, timeoutMs);
 
 describe("accept → poll → 303 → result", () => {
   it("answers 202 at once, 202 while pending, then 303 to the replayed result", async () => {

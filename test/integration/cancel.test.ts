@@ -5,10 +5,6 @@
  * response (KV or Object Store), and a job waiting between retries is never called again.
  */
 import { jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
-import { Objm } from "@nats-io/obj";
-import { connect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config/index.js";
@@ -16,47 +12,13 @@ import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
+import { useJetStreamInspector } from "../helpers/jetstream.js";
+import { JOBS, uniqueTag, waitFinal } from "../helpers/jobs.js";
 import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
-/** A connection of the test's own, to look at what slowlane keeps in JetStream. */
-let nc: NatsConnection;
-
-beforeAll(async () => {
-  nc = await connect({ servers: env.nats.url });
-});
-afterAll(async () => {
-  await nc?.close();
-});
-
-// ---- looking at JetStream ---------------------------------------------------------------------
-
-async function streamMessages(stream: string): Promise<number> {
-  const jsm = await jetstreamManager(nc);
-  return (await jsm.streams.info(stream)).state.messages;
-}
-
-/** The value under `key` in a KV bucket, `undefined` when there is none (never written, deleted or purged). */
-async function kvValue(bucket: string, key: string): Promise<Uint8Array | undefined> {
-  const kv = await new Kvm(nc).open(bucket);
-  const entry = await kv.get(key);
-  return entry && entry.operation === "PUT" ? entry.value : undefined;
-}
-
-/** Whether the Object Store holds a live (not deleted) object of that name. */
-/** Whether `store` holds a live object `name` or, for a request body, `name.<suffix>` (each upload has its own). */
-async function hasObject(store: string, name: string): Promise<boolean> {
-  const os = await new Objm(nc).open(store);
-  return (await os.list()).some((o) => !o.deleted && (o.name === name || o.name.startsWith(`${name}.`)));
-}
-
-// ---- HTTP helpers -----------------------------------------------------------------------------
-
-/** A tag unique to one test, put in the query so `backend.callsTo` sees that test's calls only. */
-function uniqueTag(label: string): string {
-  return `${label}-${Math.random().toString(36).slice(2, 10)}`;
-}
+const inspector = useJetStreamInspector(env);
+const { streamMessages, kvValue, hasObject } = inspector;
 
 async function submit(app: TestApp, method: "get" | "post" | "put", path: string, body?: Buffer | string): Promise<string> {
   let req = request(app.url)[method](path);
@@ -66,16 +28,6 @@ async function submit(app: TestApp, method: "get" | "post" | "put", path: string
   const id = res.body.id as string;
   expect(res.headers.location).toBe(`${JOBS}/${id}`);
   return id;
-}
-
-async function waitFinal(app: TestApp, id: string, timeoutMs = 15_000) {
-  return waitFor(
-    async () => {
-      const res = await request(app.url).get(`${JOBS}/${id}`).redirects(0);
-      return res.status === 303 ? res : undefined;
-    },
-    { timeoutMs, what: `job ${id} to finish` },
-  );
 }
 
 function logsOf(app: TestApp, id: string, msg: string) {
@@ -159,7 +111,7 @@ describe("canceling a queued job (no worker running)", () => {
       await worker.app.ready;
       const laterTag = uniqueTag("later");
       const later = await submit(proxy, "post", `/slow?ms=0&tag=${laterTag}`, "later body");
-      await waitFinal(proxy, later);
+      await waitFinal(proxy.url, later);
       expect(env.backend.callsTo(`/slow?ms=0&tag=${laterTag}`)).toHaveLength(1);
       expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(0);
       expect(worker.logs.filter((l) => l.job === id)).toEqual([]);
@@ -242,7 +194,7 @@ describe("canceling running, retrying and finished jobs", () => {
 
   /** Deliveries (first ones and redeliveries) a route's consumer has made so far. */
   async function deliveredCount(route: string): Promise<number> {
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(inspector.nc);
     return (await jsm.consumers.info(stream, `route_${route}`)).delivered.consumer_seq;
   }
 
@@ -303,7 +255,7 @@ describe("canceling running, retrying and finished jobs", () => {
 
     // The route (concurrency 1) takes the next job.
     const next = await submit(app, "put", `/slow?ms=0&tag=${tag}-next`, "next");
-    const done = await waitFinal(app, next);
+    const done = await waitFinal(app.url, next);
     expect(done.body.status).toBe("completed");
     await waitFor(async () => (await streamMessages(stream)) === before, { what: "the queue to be empty again" });
   });
@@ -344,7 +296,7 @@ describe("canceling running, retrying and finished jobs", () => {
     });
     // A job of the same route submitted after it, run to completion, as a barrier.
     const barrierKey = uniqueTag("barrier");
-    await waitFinal(app, await submit(app, "post", `/flaky?key=${barrierKey}&fails=0`, "barrier"));
+    await waitFinal(app.url, await submit(app, "post", `/flaky?key=${barrierKey}&fails=0`, "barrier"));
     expect(env.backend.callsTo(`/flaky?key=${key}`)).toHaveLength(1);
     await expectCanceled(app, id);
   });
@@ -363,7 +315,7 @@ describe("canceling running, retrying and finished jobs", () => {
       timeoutMs: 20_000,
       what: "the canceled job's message to be redelivered",
     });
-    await waitFinal(app, await submit(app, "post", `/flaky?key=${uniqueTag("barrier")}&fails=0`, "barrier"));
+    await waitFinal(app.url, await submit(app, "post", `/flaky?key=${uniqueTag("barrier")}&fails=0`, "barrier"));
     expect(env.backend.callsTo(`/flaky?key=${key}`)).toHaveLength(1);
     await expectCanceled(app, id);
     // Nothing can use it any more: a canceled job never runs.
@@ -374,7 +326,7 @@ describe("canceling running, retrying and finished jobs", () => {
     const before = await streamMessages(stream);
     // 20 KiB: too big to ride in the record, small enough for the results KV.
     const id = await submit(app, "get", `/binary?size=20480&tag=${uniqueTag("done")}`);
-    await waitFinal(app, id);
+    await waitFinal(app.url, id);
     // Read the result once, so this proxy has it cached.
     const result = await request(app.url).get(`${JOBS}/${id}/result`);
     expect(result.status).toBe(201);
@@ -397,7 +349,7 @@ describe("canceling running, retrying and finished jobs", () => {
   it("deletes a finished job whose response is in the Object Store", async () => {
     const size = 3 * 1024 * 1024;
     const id = await submit(app, "get", `/binary?size=${size}&tag=${uniqueTag("big")}`);
-    await waitFinal(app, id);
+    await waitFinal(app.url, id);
     const result = await request(app.url).head(`${JOBS}/${id}/result`);
     expect(result.status).toBe(201);
     expect(await hasObject(`${stream}_bodies`, id)).toBe(true);
@@ -417,7 +369,7 @@ describe("canceling running, retrying and finished jobs", () => {
     const dead = `${stream}_dead`;
     const deadBefore = await streamMessages(dead);
     const id = await submit(app, "put", `/hang?tag=${uniqueTag("failed")}`, "never answered");
-    const done = await waitFinal(app, id);
+    const done = await waitFinal(app.url, id);
     expect(done.body).toMatchObject({ status: "failed", error: { code: "SLOWLANE_UPSTREAM_TIMEOUT" } });
     expect(await streamMessages(dead)).toBe(deadBefore + 1);
 
@@ -432,7 +384,7 @@ describe("canceling running, retrying and finished jobs", () => {
     try {
       await other.app.ready;
       const id = await submit(app, "post", `/slow?ms=0&tag=${uniqueTag("replica")}`, "cached elsewhere");
-      await waitFinal(app, id);
+      await waitFinal(app.url, id);
       // The other replica reads it, which caches the finished record and its small body.
       expect((await request(other.url).get(`${JOBS}/${id}`).redirects(0)).status).toBe(303);
       expect((await request(other.url).get(`${JOBS}/${id}/result`)).status).toBe(200);
@@ -465,7 +417,7 @@ describe("canceling running, retrying and finished jobs", () => {
     expect(onResult.headers.allow).toBe("GET, HEAD");
     expect(onResult.body.code).toBe("SLOWLANE_METHOD_NOT_ALLOWED");
     // The job itself is untouched by the refused DELETE.
-    const done = await waitFinal(app, id);
+    const done = await waitFinal(app.url, id);
     expect(done.body.status).toBe("completed");
   });
 });

@@ -6,36 +6,18 @@
  * has expired, the key makes a new one.
  */
 import { connect as connectTcp } from "node:net";
-import { jetstreamManager } from "@nats-io/jetstream";
-import { connect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config/index.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
+import { useJetStreamInspector } from "../helpers/jetstream.js";
+import { JOBS, uniqueTag, waitFinal } from "../helpers/jobs.js";
 import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
-let nc: NatsConnection;
-
-beforeAll(async () => {
-  nc = await connect({ servers: env.nats.url });
-});
-afterAll(async () => {
-  await nc?.close();
-});
-
-async function streamMessages(stream: string): Promise<number> {
-  const jsm = await jetstreamManager(nc);
-  return (await jsm.streams.info(stream)).state.messages;
-}
-
-function uniqueTag(label: string): string {
-  return `${label}-${Math.random().toString(36).slice(2, 10)}`;
-}
+const { streamMessages } = useJetStreamInspector(env);
 
 interface Submitted {
   id: string;
@@ -57,15 +39,6 @@ async function post(app: TestApp, path: string, key: string | undefined, headers
   return { id, replayed: res.headers["idempotent-replayed"] as string | undefined };
 }
 
-async function waitFinal(app: TestApp, id: string, timeoutMs = 15_000) {
-  return waitFor(
-    async () => {
-      const res = await request(app.url).get(`${JOBS}/${id}`).redirects(0);
-      return res.status === 303 ? res : undefined;
-    },
-    { timeoutMs, what: `job ${id} to finish` },
-  );
-}
 
 /** Sends raw bytes and resolves with what the server answered before closing (or going quiet). */
 function rawExchange(url: string, text: string): Promise<string> {
@@ -129,12 +102,12 @@ describe("Idempotency-Key with a worker running", () => {
     const key = `key-${tag}`;
     const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
     expect(first.replayed).toBeUndefined();
-    const done = await waitFinal(app, first.id);
+    const done = await waitFinal(app.url, first.id);
     expect(done.body).toMatchObject({ status: "completed", attempts: 1 });
 
     const again = await post(app, `/slow?ms=0&tag=${tag}`, key);
     expect(again).toEqual({ id: first.id, replayed: "true" });
-    const stillDone = await waitFinal(app, first.id);
+    const stillDone = await waitFinal(app.url, first.id);
     expect(stillDone.body).toMatchObject({ status: "completed", attempts: 1, createdAt: done.body.createdAt });
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(1);
     expect(app.logs.filter((l) => l.job === first.id && l.msg === "idempotent retry: answered with the existing job")).toHaveLength(1);
@@ -150,7 +123,7 @@ describe("Idempotency-Key with a worker running", () => {
 
     const again = await post(app, `/slow?ms=1500&tag=${tag}`, key);
     expect(again).toEqual({ id: first.id, replayed: "true" });
-    await waitFinal(app, first.id);
+    await waitFinal(app.url, first.id);
     expect(env.backend.callsTo(`/slow?ms=1500&tag=${tag}`)).toHaveLength(1);
   });
 
@@ -164,7 +137,7 @@ describe("Idempotency-Key with a worker running", () => {
     expect(new Set([alice.id, bob.id, anonymous.id]).size).toBe(3);
     expect([alice.replayed, bob.replayed, anonymous.replayed]).toEqual([undefined, undefined, undefined]);
     expect(aliceAgain).toEqual({ id: alice.id, replayed: "true" });
-    for (const job of [alice, bob, anonymous]) await waitFinal(app, job.id);
+    for (const job of [alice, bob, anonymous]) await waitFinal(app.url, job.id);
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(3);
   });
 
@@ -175,8 +148,8 @@ describe("Idempotency-Key with a worker running", () => {
     const onOther = await post(app, `/other/x?tag=${tag}`, key);
     expect(onOther.id).not.toBe(onSlow.id);
     expect(onOther.replayed).toBeUndefined();
-    await waitFinal(app, onSlow.id);
-    const other = await waitFinal(app, onOther.id);
+    await waitFinal(app.url, onSlow.id);
+    const other = await waitFinal(app.url, onOther.id);
     expect(other.body.route).toBe("other");
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(1);
     expect(env.backend.callsTo(`/other/x?tag=${tag}`)).toHaveLength(1);
@@ -189,7 +162,7 @@ describe("Idempotency-Key with a worker running", () => {
     const ids = new Set(answers.map((a) => a.id));
     expect(ids.size).toBe(1);
     const [id] = [...ids] as [string];
-    const done = await waitFinal(app, id);
+    const done = await waitFinal(app.url, id);
     expect(done.body).toMatchObject({ status: "completed", attempts: 1 });
     // Whatever was published twice was stored once (Nats-Msg-Id) or dropped by the worker: once is the contract.
     await waitFor(async () => (await streamMessages(stream)) === 0, { what: "the queue to be empty" });
@@ -199,7 +172,7 @@ describe("Idempotency-Key with a worker running", () => {
   it("forwards the key to the backend", async () => {
     const key = `key-${uniqueTag("forward")}`;
     const { id } = await post(app, "/echo/forwarded", key);
-    await waitFinal(app, id);
+    await waitFinal(app.url, id);
     const result = await request(app.url).get(`${JOBS}/${id}/result`);
     expect(result.status).toBe(200);
     expect((result.body as { headers: Record<string, string> }).headers["idempotency-key"]).toBe(key);
@@ -211,7 +184,7 @@ describe("Idempotency-Key with a worker running", () => {
       const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
       const again = await post(app, `/slow?ms=0&tag=${tag}`, key);
       expect(again).toEqual({ id: first.id, replayed: "true" });
-      await waitFinal(app, first.id);
+      await waitFinal(app.url, first.id);
     }
   });
 
@@ -263,7 +236,7 @@ describe("Idempotency-Key with a worker running", () => {
     const tag = uniqueTag("expired");
     const key = `key-${tag}`;
     const first = await post(app, `/brief/x?tag=${tag}`, key);
-    const firstDone = await waitFinal(app, first.id);
+    const firstDone = await waitFinal(app.url, first.id);
     await waitFor(async () => (await request(app.url).get(`${JOBS}/${first.id}`).redirects(0)).status === 410, {
       what: "the job to expire",
     });
@@ -272,7 +245,7 @@ describe("Idempotency-Key with a worker running", () => {
     expect(second.replayed).toBeUndefined();
     // The id is derived from the key, so the new job has the same id: it replaces the expired one.
     expect(second.id).toBe(first.id);
-    const secondDone = await waitFinal(app, second.id);
+    const secondDone = await waitFinal(app.url, second.id);
     expect(secondDone.body).toMatchObject({ status: "completed", attempts: 1 });
     expect(secondDone.body.createdAt).not.toBe(firstDone.body.createdAt);
     expect(env.backend.callsTo(`/brief/x?tag=${tag}`)).toHaveLength(2);
@@ -285,7 +258,7 @@ describe("Idempotency-Key with a worker running", () => {
     const tag = uniqueTag("deleted");
     const key = `key-${tag}`;
     const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
-    await waitFinal(app, first.id);
+    await waitFinal(app.url, first.id);
     expect((await request(app.url).delete(`${JOBS}/${first.id}`)).status).toBe(204);
     expect((await request(app.url).get(`${JOBS}/${first.id}`)).status).toBe(404);
 
@@ -293,7 +266,7 @@ describe("Idempotency-Key with a worker running", () => {
     expect(second.replayed).toBeUndefined();
     // A 202 promises a job: it must not be unknown right after.
     expect((await request(app.url).get(`${JOBS}/${second.id}`).redirects(0)).status).not.toBe(404);
-    const done = await waitFinal(app, second.id);
+    const done = await waitFinal(app.url, second.id);
     expect(done.body.status).toBe("completed");
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(2);
   });
@@ -338,7 +311,7 @@ describe("Idempotency-Key while the job is still queued (no worker)", () => {
     const worker = await startApp(config, "worker");
     try {
       await worker.app.ready;
-      await waitFinal(proxy, first.id);
+      await waitFinal(proxy.url, first.id);
       const third = await post(proxy, `/slow?ms=0&tag=${tag}`, key);
       expect(third).toEqual({ id: first.id, replayed: "true" });
       expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(1);
@@ -388,7 +361,7 @@ describe("Idempotency-Key once the job's record has aged out of the jobs bucket"
     const tag = uniqueTag("aged");
     const key = `key-${tag}`;
     const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
-    await waitFinal(app, first.id);
+    await waitFinal(app.url, first.id);
     await waitFor(async () => (await request(app.url).get(`${JOBS}/${first.id}`).redirects(0)).status === 404, {
       what: "the record to leave the jobs bucket",
     });
@@ -396,7 +369,7 @@ describe("Idempotency-Key once the job's record has aged out of the jobs bucket"
     const second = await post(app, `/slow?ms=0&tag=${tag}`, key);
     expect(second.replayed).toBeUndefined();
     expect((await request(app.url).get(`${JOBS}/${second.id}`).redirects(0)).status).not.toBe(404);
-    await waitFinal(app, second.id, 10_000);
+    await waitFinal(app.url, second.id, 10_000);
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(2);
   });
 });

@@ -8,27 +8,25 @@
 import { request as httpRequest } from "node:http";
 import type { ClientRequest, IncomingHttpHeaders } from "node:http";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
-import { connect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
+import { useJetStreamInspector } from "../helpers/jetstream.js";
+import { JOBS, uniqueTag, waitFinal as waitFinalAt } from "../helpers/jobs.js";
 import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const MiB = 1024 * 1024;
 const env = useNatsAndBackend();
-let nc: NatsConnection;
+const inspector = useJetStreamInspector(env);
+const { streamMessages, kvValue } = inspector;
 let stream: string;
 let app: TestApp;
 
 beforeAll(async () => {
-  nc = await connect({ servers: env.nats.url });
   stream = uniqueStream("large");
   app = await startApp(
     makeConfig({
@@ -51,35 +49,21 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await app?.close();
-  await nc?.close();
 });
 
 // ---- looking at JetStream ---------------------------------------------------------------------
 
 const bodiesStore = () => `${stream}_bodies`;
 
-async function streamMessages(name: string): Promise<number> {
-  const jsm = await jetstreamManager(nc);
-  return (await jsm.streams.info(name)).state.messages;
-}
-
-/** Names of the live (not deleted) objects in the bodies store. */
-async function liveObjects(): Promise<string[]> {
-  const os = await new Objm(nc).open(bodiesStore());
-  return (await os.list()).filter((o) => !o.deleted).map((o) => o.name);
-}
-
-/** Whether the bodies store holds a live object `name` or, for a request body, `name.<suffix>` (each upload has its own). */
-async function hasObject(name: string): Promise<boolean> {
-  return (await liveObjects()).some((n) => n === name || n.startsWith(`${name}.`));
-}
+const liveObjects = () => inspector.liveObjects(bodiesStore());
+const hasObject = (name: string) => inspector.hasObject(bodiesStore(), name);
 
 /** Chunk messages in the bodies store that belong to no live object: what an interrupted or lost upload leaks. */
 async function orphanChunks(): Promise<number> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(inspector.nc);
   const bucketStream = `OBJ_${bodiesStore()}`;
   const info = await jsm.streams.info(bucketStream, { subjects_filter: `$O.${bodiesStore()}.C.>` });
-  const os = await new Objm(nc).open(bodiesStore());
+  const os = await new Objm(inspector.nc).open(bodiesStore());
   const live = new Set((await os.list()).filter((o) => !o.deleted).map((o) => o.nuid));
   let orphans = 0;
   for (const [subject, count] of Object.entries(info.state.subjects ?? {})) {
@@ -88,17 +72,9 @@ async function orphanChunks(): Promise<number> {
   return orphans;
 }
 
-async function kvValue(bucket: string, key: string): Promise<Uint8Array | undefined> {
-  const kv = await new Kvm(nc).open(bucket);
-  const entry = await kv.get(key);
-  return entry && entry.operation === "PUT" ? entry.value : undefined;
-}
 
 // ---- HTTP helpers -----------------------------------------------------------------------------
 
-function uniqueTag(label: string): string {
-  return `${label}-${Math.random().toString(36).slice(2, 10)}`;
-}
 
 /** A body of `size` bytes that differs from every other `seed`'s, so a mix-up between jobs shows. */
 function patternFor(size: number, seed: number): Buffer {
@@ -115,15 +91,7 @@ async function submit(method: "get" | "post", path: string, body?: Buffer): Prom
   return res.body.id as string;
 }
 
-async function waitFinal(id: string, timeoutMs = 20_000) {
-  return waitFor(
-    async () => {
-      const res = await request(app.url).get(`${JOBS}/${id}`).redirects(0);
-      return res.status === 303 ? res : undefined;
-    },
-    { timeoutMs, what: `job ${id} to finish` },
-  );
-}
+const waitFinal = (id: string, timeoutMs = 20_000) => waitFinalAt(app.url, id, timeoutMs);
 
 /** GET on the result URL, with the body as raw bytes. */
 async function fetchResult(id: string) {

@@ -1,0 +1,21 @@
+/** The jobs endpoints from a client's side: the default path, polling until final, unique tags. */
+import request from "supertest";
+import { waitFor } from "./wait.js";
+
+export const JOBS = "/_slowlane/jobs";
+
+/** A tag unique to one test, put in the query so `backend.callsTo` sees that test's calls only. */
+export function uniqueTag(label: string): string {
+  return `${label}-${Math.random().toString(36).slice(2, 10)}`;
+}
+
+/** Polls a job's status URL on the proxy at `url` until it is final; returns the 303 answer. */
+export async function waitFinal(url: string, id: string, timeoutMs = 15_000) {
+  return waitFor(
+    async () => {
+      const res = await request(url).get(`${JOBS}/${id}`).redirects(0);
+      return res.status === 303 ? res : undefined;
+    },
+    { timeoutMs, what: `job ${id} to finish` },
+  );
+}
