@@ -61,10 +61,14 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     return routes;
   }
 
-  /** Route names ever configured since start: a route removed by a reload may still have queued jobs. */
+  /**
+   * Where a queued job may be: the configured routes, any configured since start, and any with a
+   * consumer in the stream (a route removed from the config may still have queued jobs).
+   */
   const knownRoutes = new Set<string>();
-  function lookupRoutes(): string[] {
+  function lookupRoutes(context?: JetStreamContext): string[] {
     for (const name of currentRoutes().names) knownRoutes.add(name);
+    for (const name of context?.consumerRoutes ?? []) knownRoutes.add(name);
     return [...knownRoutes];
   }
 
@@ -93,7 +97,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
   async function readRecord(context: JetStreamContext, store: JobStore, id: string): Promise<JobRecord | undefined> {
     const record = await store.getRecord(id);
     if (record) return record;
-    const queued = await findQueuedRequest(context.jsm, context.names, lookupRoutes(), id);
+    const queued = await findQueuedRequest(context.jsm, context.names, lookupRoutes(context), id);
     if (queued) {
       const { route, createdAt } = queued;
       return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt };
@@ -233,7 +237,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
         log.info({ job: id, route: record.route, was: record.status }, "job canceled");
         return;
       }
-      const queued = await findQueuedMessage(context.jsm, context.names, lookupRoutes(), id);
+      const queued = await findQueuedMessage(context.jsm, context.names, lookupRoutes(context), id);
       if (!queued) {
         // A worker may have started it between the two reads: it writes the record first.
         if (await store.getRecord(id)) continue;

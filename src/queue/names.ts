@@ -30,6 +30,8 @@ export interface JetStreamNames {
   routeFilter(route: string): string;
   /** Durable consumer name of a route. */
   consumer(route: string): string;
+  /** The route a durable consumer belongs to, or `undefined` for a consumer slowlane did not name. */
+  routeOfConsumer(consumer: string): string | undefined;
 }
 
 export function toJetStreamNames(prefix: string): JetStreamNames {
@@ -45,5 +47,6 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     jobSubject: (route, id) => `${prefix}.jobs.${route}.${id}`,
     routeFilter: (route) => `${prefix}.jobs.${route}.*`,
     consumer: (route) => `route_${route}`,
+    routeOfConsumer: (consumer) => (consumer.startsWith("route_") ? consumer.slice("route_".length) : undefined),
   };
 }

@@ -54,5 +54,5 @@ export async function openJetStream(nc: NatsConnection, prefix: string): Promise
     new Objm(js).open(names.bodiesStore),
   ]);
   const maxPayloadBytes = nc.info?.max_payload ?? 1024 * 1024;
-  return { nc, js, jsm, names, jobs, results, bodies, maxPayloadBytes, createdConsumers: [] };
+  return { nc, js, jsm, names, jobs, results, bodies, maxPayloadBytes, createdConsumers: [], consumerRoutes: [] };
 }

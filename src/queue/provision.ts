@@ -36,6 +36,11 @@ export interface JetStreamContext {
   readonly maxPayloadBytes: number;
   /** Routes whose consumer this set-up had to create (first start, or a server that lost its state). */
   readonly createdConsumers: readonly string[];
+  /**
+   * Every route that has a consumer in the stream, configured or not: a route removed from the
+   * config (by a reload, or before a restart) may still have queued jobs to work and to look up.
+   */
+  readonly consumerRoutes: readonly string[];
 }
 
 /** Duplicate window for `Nats-Msg-Id`: a retried publish of the same job within it is stored once. */
@@ -180,5 +185,10 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
 
   // Every server sends max_payload in its INFO; 1 MiB is nats-server's default, for the type's sake.
   const maxPayloadBytes = nc.info?.max_payload ?? 1024 * 1024;
-  return { nc, js, jsm, names, jobs, results, bodies, maxPayloadBytes, createdConsumers };
+  const consumerRoutes: string[] = [];
+  for await (const consumer of jsm.consumers.list(names.stream)) {
+    const route = names.routeOfConsumer(consumer.name);
+    if (route !== undefined) consumerRoutes.push(route);
+  }
+  return { nc, js, jsm, names, jobs, results, bodies, maxPayloadBytes, createdConsumers, consumerRoutes };
 }

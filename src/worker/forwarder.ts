@@ -420,6 +420,15 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
   }
 
   for (const route of config.routes) await subscribe(route);
+  // Routes no longer in the config whose consumers remain: their queued jobs are still worked, with
+  // the `defaults` settings (the route's own are gone with it) and the consumer's concurrency.
+  const orphans = context.consumerRoutes.filter((name) => !routes.has(name));
+  for (const name of orphans) {
+    const route: RouteConfig = { ...config.defaults, name, methods: undefined, path: "" };
+    routes.set(name, route);
+    await subscribe(route);
+  }
+  if (orphans.length > 0) log.info({ routes: orphans }, "working the queued jobs of routes no longer in the config");
   const cancels = listenForCancels();
   log.info({ routes: config.routes.map((r) => r.name) }, "forwarder started");
 

@@ -107,4 +107,54 @@ describe("state lives in JetStream", () => {
       await replica.close();
     }
   });
+
+  it("a route removed from the config before a restart: its queued job is still found and worked", async () => {
+    const stream = uniqueStream("orphan");
+    const both = {
+      listen: "127.0.0.1:0",
+      upstream: env.backend.url,
+      nats: { servers: env.nats.url, stream, ackWait: "5s" },
+      routes: [
+        { name: "keep", methods: ["POST"], path: "/keep/**" },
+        { name: "gone", methods: ["POST"], path: "/gone/**" },
+      ],
+    };
+    // A worker once ran with both routes (so both consumers exist); a job for "gone" waits, no worker now.
+    const early = await startApp(makeConfig(both), "worker");
+    await early.app.ready;
+    await early.close();
+    const proxy = await startApp(makeConfig(both), "proxy");
+    await proxy.app.ready;
+    const accepted = await request(proxy.url).post("/gone/x?tag=orphan").send("body");
+    expect(accepted.status).toBe(202);
+    const id = accepted.body.id as string;
+    await proxy.close();
+
+    // The route is removed from the config; a new proxy and a new worker start with it.
+    const onlyKeep = makeConfig({ ...both, routes: [both.routes[0]] });
+    const replica = await startApp(onlyKeep, "proxy");
+    await replica.app.ready;
+    try {
+      const queued = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+      expect(queued.status).toBe(202);
+      expect(queued.body).toMatchObject({ id, status: "queued", route: "gone" });
+      // Requests on the removed route's path now pass through.
+      expect((await request(replica.url).post("/gone/y?tag=orphan-pass").send("x")).status).toBe(200);
+
+      const worker = await startApp(onlyKeep, "worker");
+      try {
+        const done = await waitFor(async () => {
+          const res = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+          return res.status === 303 ? res : undefined;
+        });
+        expect(done.body).toMatchObject({ status: "completed", route: "gone" });
+        expect(env.backend.callsTo("/gone/x?tag=orphan")).toHaveLength(1);
+        expect(worker.logs.some((l) => l.msg === "working the queued jobs of routes no longer in the config")).toBe(true);
+      } finally {
+        await worker.close();
+      }
+    } finally {
+      await replica.close();
+    }
+  });
 });
