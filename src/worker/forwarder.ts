@@ -341,8 +341,13 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     }
   }
 
-  /** Writes the record back to `queued` without counting the start: the call was cut short by us, not by the job. */
+  /**
+   * Writes the record back to `queued` without counting the start: the call was cut short by us,
+   * not by the job. Only while the record says `running`: once it is final (the failure came
+   * after, say acking), the job is done and must stay so.
+   */
   async function handBack(run: Run, outcome: string, durationMs: number): Promise<void> {
+    if (run.record.status !== JobStatus.Running) return;
     const { attempts, updatedAt: startedAt } = run.record;
     const history = withAttempt(run.record.history, { attempt: attempts, startedAt, durationMs, outcome });
     await transition(run, { ...run.record, status: JobStatus.Queued, attempts: attempts - 1, updatedAt: Date.now(), history });
