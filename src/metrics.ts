@@ -84,7 +84,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
   });
   const finished = new Counter({
     name: "slowlane_jobs_finished_total",
-    help: "Jobs that reached a final status (completed or failed) in this process.",
+    help: "Jobs a worker in this process brought to a final status (completed, failed, canceled).",
     labelNames: ["route", "status"] as const,
     registers,
   });

@@ -131,7 +131,7 @@ export function findNatsServerBinary(env: NodeJS.ProcessEnv = process.env): stri
 }
 
 /** Asks the OS for a free TCP port on 127.0.0.1 (it may be taken again before we use it; callers retry). */
-function getFreePort(): Promise<number> {
+export function getFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();

@@ -195,9 +195,9 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       createdAt: Date.now(),
       ...(stored ? { storedBody: stored } : {}),
     };
-    const publish = (id: string) =>
+    const publish = (messageId: string) =>
       context.js.publish(context.names.jobSubject(route.name, job.id), inline, {
-        msgID: id,
+        msgID: messageId,
         headers: toEnvelopeHeaders(job),
         timeout: PUBLISH_TIMEOUT_MS,
       });

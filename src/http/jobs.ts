@@ -72,8 +72,9 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     return [...knownRoutes];
   }
 
-  function routeOf(record: JobRecord): RouteConfig | Config["defaults"] {
-    return currentRoutes().byName.get(record.route) ?? deps.config().defaults;
+  /** A route's settings, or the defaults for a route the config no longer has. */
+  function settingsOf(route: string): RouteConfig | Config["defaults"] {
+    return currentRoutes().byName.get(route) ?? deps.config().defaults;
   }
 
   // Cancel notices from any replica: a canceled or deleted job leaves this proxy's cache too.
@@ -87,10 +88,6 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       },
     });
     cancelListener = { nc: context.nc, sub };
-  }
-
-  function retryAfterS(record: JobRecord): number {
-    return (currentRoutes().byName.get(record.route) ?? deps.config().defaults).retryAfterS;
   }
 
   /** The job's record from the jobs bucket or, queued and not yet started, from the stream. */
@@ -150,7 +147,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       res.writeHead(status, headers).end(body);
       return;
     }
-    sendJson(res, 202, toStatusBody(record, `${jobsPath}/${record.id}`), { "retry-after": retryAfterS(record) });
+    sendJson(res, 202, toStatusBody(record, `${jobsPath}/${record.id}`), { "retry-after": settingsOf(record.route).retryAfterS });
   }
 
   async function sendResult(res: ServerResponse, record: JobRecord, cachedBody: Uint8Array | undefined): Promise<void> {
@@ -224,7 +221,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       }
       if (found) {
         const { record } = found;
-        const canceled: JobRecord = { ...record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + routeOf(record).ttlMs };
+        const canceled: JobRecord = { ...record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + settingsOf(record.route).ttlMs };
         if ((await store.updateRecord(canceled, found.revision)) === undefined) continue;
         notify();
         if (record.status === JobStatus.Queued) {
@@ -251,7 +248,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
         attempts: 0,
         createdAt: request.createdAt,
         updatedAt: now,
-        expiresAt: now + (currentRoutes().byName.get(request.route) ?? deps.config().defaults).ttlMs,
+        expiresAt: now + settingsOf(request.route).ttlMs,
       };
       if ((await store.updateRecord(record, 0)) === undefined) continue;
       await context.jsm.streams.deleteMessage(context.names.stream, queued.seq, false).catch(() => false);

@@ -79,7 +79,11 @@ function toOriginForm(url: string): string | undefined {
 /** Host header lines in a request (RFC 9112 §3.2: exactly one is required of HTTP/1.1, at most one of 1.0). */
 function countHosts(rawHeaders: readonly string[]): number {
   let hosts = 0;
-  for (let i = 0; i < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === "host") hosts += 1;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    // On every request: lower-case only the names that can be "host".
+    const name = rawHeaders[i] as string;
+    if (name.length === 4 && name.toLowerCase() === "host") hosts += 1;
+  }
   return hosts;
 }
 

@@ -46,12 +46,11 @@ export async function checkJetStream(context: JetStreamContext, timeoutMs = HEAL
  */
 export async function readQueueDepths(context: JetStreamContext, timeoutMs = HEALTH_TIMEOUT_MS): Promise<QueueDepth[]> {
   const { jsm, names } = context;
-  const prefix = names.consumer("");
   const list = async (): Promise<QueueDepth[]> => {
     const depths: QueueDepth[] = [];
     for await (const info of jsm.consumers.list(names.stream)) {
-      if (!info.name.startsWith(prefix)) continue;
-      depths.push({ route: info.name.slice(prefix.length), pending: info.num_pending, inFlight: info.num_ack_pending });
+      const route = names.routeOfConsumer(info.name);
+      if (route !== undefined) depths.push({ route, pending: info.num_pending, inFlight: info.num_ack_pending });
     }
     return depths;
   };

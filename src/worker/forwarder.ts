@@ -99,6 +99,7 @@ const AbortReason = { Shutdown: "shutdown", Canceled: "canceled" } as const;
 type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
 
 interface RunningCall {
+  /** The job's id; `undefined` for a message that is not a slowlane request. */
   readonly jobId: string | undefined;
   readonly done: Promise<void>;
   readonly abort: AbortController;
@@ -141,6 +142,11 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
   /** Settings of every route pulled from, removed ones included (their queues are still drained). */
   const routes = new Map<string, RouteConfig>(config.routes.map((r) => [r.name, r]));
   const subscriptions = new Map<string, { messages: ConsumerMessages; loop: Promise<void>; concurrency: number }>();
+
+  /** Settings for a route the config no longer has (its queue is still drained): the defaults. */
+  function removedRoute(name: string): RouteConfig {
+    return { ...config.defaults, name, methods: undefined, path: "" };
+  }
 
   /** Deletes a claim-checked request body once the job no longer needs it. */
   async function deleteStoredRequest(job: JobRequest): Promise<void> {
@@ -255,14 +261,8 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
     return run;
   }
 
-  async function runJob(consumerRoute: string, msg: JsMsg, abort: AbortController): Promise<void> {
-    const job = decodeEnvelope(msg.headers);
-    if (!job || job.route !== consumerRoute) {
-      log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
-      terminate(msg);
-      return;
-    }
-    const route = routes.get(job.route) ?? { ...config.defaults, name: job.route, methods: undefined, path: "" };
+  async function runJob(job: JobRequest, msg: JsMsg, abort: AbortController): Promise<void> {
+    const route = routes.get(job.route) ?? removedRoute(job.route);
     const run = await startRun(job, route, msg);
     if (!run) return;
     const attempt = run.record.attempts;
@@ -329,7 +329,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
         throw err;
       }
       outcome = outcomeOf(err);
-      const history = withAttempt(run.record.history, { attempt, startedAt, durationMs, outcome: outcomeOf(err) });
+      const history = withAttempt(run.record.history, { attempt, startedAt, durationMs, outcome });
       if (err instanceof ResponseTooLargeError) {
         await fail(run, err, { history });
         return;
@@ -379,11 +379,17 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
   }
 
   function start(route: string, msg: JsMsg): void {
+    const job = decodeEnvelope(msg.headers);
+    if (!job || job.route !== route) {
+      log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
+      terminate(msg);
+      return;
+    }
     const abort = new AbortController();
     const call: RunningCall = {
-      jobId: decodeEnvelope(msg.headers)?.id,
+      jobId: job.id,
       abort,
-      done: runJob(route, msg, abort)
+      done: runJob(job, msg, abort)
         .catch((err: unknown) => {
           // Not the backend's fault (NATS write failed, shutdown): let another attempt run it soon.
           if (!abort.signal.aborted) log.error({ err, subject: msg.subject }, "job interrupted; it will be redelivered");
@@ -429,7 +435,7 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
   // the `defaults` settings (the route's own are gone with it) and the consumer's concurrency.
   const orphans = context.consumerRoutes.filter((name) => !routes.has(name));
   for (const name of orphans) {
-    const route: RouteConfig = { ...config.defaults, name, methods: undefined, path: "" };
+    const route = removedRoute(name);
     routes.set(name, route);
     await subscribe(route);
   }
