@@ -7,13 +7,10 @@
  * async submit, that exactly the expected requests reached the backend (count and paths), and
  * that nothing else was queued.
  */
-import { connect as natsConnect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
-import type { JetStreamManager } from "@nats-io/jetstream";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
+import { useJetStreamInspector } from "../helpers/jetstream.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
@@ -21,11 +18,10 @@ import { head, sendRaw } from "./raw-http.js";
 import type { RawExchange } from "./raw-http.js";
 
 const env = useNatsAndBackend();
+const { streamMessages } = useJetStreamInspector(env);
 const stream = uniqueStream("framing");
 let slowlane: TestApp;
 let port: number;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
 
 beforeAll(async () => {
   slowlane = await startApp(
@@ -42,18 +38,13 @@ beforeAll(async () => {
   );
   await slowlane.app.ready;
   port = Number(new URL(slowlane.url).port);
-  nc = await natsConnect({ servers: env.nats.url });
-  jsm = await jetstreamManager(nc);
 });
 
 afterAll(async () => {
-  await nc?.close();
   await slowlane?.close();
 });
 
-async function queuedMessages(): Promise<number> {
-  return (await jsm.streams.info(stream)).state.messages;
-}
+const queuedMessages = () => streamMessages(stream);
 
 let probes = 0;
 
@@ -299,7 +290,7 @@ describe("clients that go away", () => {
   it("disconnecting after 2 MiB of a 4 MiB body (streamed to the Object Store) leaves nothing behind", async () => {
     // Bodies larger than a message are stored as they arrive (claim check); the partial one must go.
     const bodies = `OBJ_${stream}_bodies`;
-    const stored = async () => (await jsm.streams.info(bodies)).state.messages;
+    const stored = () => streamMessages(bodies);
     const storedBefore = await stored();
     const aborted = () => slowlane.logs.filter((l) => l.msg === "client aborted the request body; nothing queued").length;
     const before = aborted();

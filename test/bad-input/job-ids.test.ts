@@ -4,25 +4,21 @@
  * parser's 400 for bytes HTTP forbids), never a 5xx, nothing sent to the backend, and the real
  * job next to them untouched.
  */
-import { connect as natsConnect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
-import type { JetStreamManager } from "@nats-io/jetstream";
 import { randomBytes } from "node:crypto";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
+import { useJetStreamInspector } from "../helpers/jetstream.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { head, parseResponses, sendRaw } from "./raw-http.js";
 
 const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
+const { streamMessages } = useJetStreamInspector(env);
 const stream = uniqueStream("jobids");
 let slowlane: TestApp;
 let port: number;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
 /** A real queued job (no workers run here): it must still be there after every case. */
 let realId: string;
 
@@ -38,15 +34,12 @@ beforeAll(async () => {
   );
   await slowlane.app.ready;
   port = Number(new URL(slowlane.url).port);
-  nc = await natsConnect({ servers: env.nats.url });
-  jsm = await jetstreamManager(nc);
   const res = await request(slowlane.url).post("/async/real").send("real job");
   expect(res.status).toBe(202);
   realId = res.body.id as string;
 });
 
 afterAll(async () => {
-  await nc?.close();
   await slowlane?.close();
 });
 
@@ -58,7 +51,7 @@ async function expectUntouched(backendCallsBefore: number): Promise<void> {
   expect(status.status).toBe(202);
   expect(status.body).toMatchObject({ id: realId, status: "queued" });
   expect(env.backend.calls.slice(backendCallsBefore).map((c) => `${c.method} ${c.url}`)).toEqual(["GET /healthy"]);
-  expect((await jsm.streams.info(stream)).state.messages).toBe(1);
+  expect(await streamMessages(stream)).toBe(1);
 }
 
 /** Ids as they appear in the request line: already percent-encoded where they need to be. */

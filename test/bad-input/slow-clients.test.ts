@@ -7,26 +7,22 @@
  */
 import { once } from "node:events";
 import { connect } from "node:net";
-import { jetstreamManager } from "@nats-io/jetstream";
-import type { JetStreamManager } from "@nats-io/jetstream";
-import { connect as natsConnect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config/index.js";
 import { SERVER_LIMITS } from "../../src/http/server.js";
 import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
+import { useJetStreamInspector } from "../helpers/jetstream.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 import { head, parseResponses, sendRaw } from "./raw-http.js";
 
 const env = useNatsAndBackend();
+const { streamMessages } = useJetStreamInspector(env);
 let config: Config;
 let slowlane: TestApp;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
 let url: string;
 let port: number;
 
@@ -43,18 +39,13 @@ beforeAll(async () => {
   await slowlane.app.ready;
   url = slowlane.url;
   port = Number(new URL(url).port);
-  nc = await natsConnect({ servers: env.nats.url });
-  jsm = await jetstreamManager(nc);
 });
 
 afterAll(async () => {
   await slowlane?.close();
-  await nc?.close();
 });
 
-async function queuedMessages(): Promise<number> {
-  return (await jsm.streams.info(config.nats.stream)).state.messages;
-}
+const queuedMessages = () => streamMessages(config.nats.stream);
 
 let probes = 0;
 

@@ -4,9 +4,8 @@
  * kept (dead ones too) so a lost job can be traced through their logs.
  */
 import { rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { dirname } from "node:path";
-import { startNatsServer } from "../helpers/nats.js";
+import { getFreePort, startNatsServer } from "../helpers/nats.js";
 import type { NatsServer } from "../helpers/nats.js";
 import { spawnSlowlane, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
 import type { ChildSlowlane } from "../helpers/slowlane.js";
@@ -66,17 +65,6 @@ process.once("exit", () => {
 
 function isAlive(p: ChildSlowlane): boolean {
   return p.child.exitCode === null && p.child.signalCode === null;
-}
-
-function getFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export async function startFaultCluster(options: FaultClusterOptions): Promise<FaultCluster> {

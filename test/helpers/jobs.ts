@@ -1,4 +1,4 @@
-/** The jobs endpoints from a client's side: the default path, polling until final, unique tags. */
+/** The jobs endpoints from a client's side: the default path, polling until final, results as bytes, unique tags. */
 import request from "supertest";
 import { waitFor } from "./wait.js";
 
@@ -18,4 +18,16 @@ export async function waitFinal(url: string, id: string, timeoutMs = 15_000) {
     },
     { timeoutMs, what: `job ${id} to finish` },
   );
+}
+
+/** GET on a job's result URL, with the body as raw bytes (`res.body` is a Buffer). */
+export async function fetchResult(url: string, id: string) {
+  return request(url)
+    .get(`${JOBS}/${id}/result`)
+    .buffer(true)
+    .parse((r, cb) => {
+      const chunks: Buffer[] = [];
+      r.on("data", (c: Buffer) => chunks.push(c));
+      r.on("end", () => cb(null, Buffer.concat(chunks)));
+    });
 }

@@ -8,8 +8,7 @@
  * after the routes come up; until then stream creation fails, so callers wait for this.
  */
 import { request } from "node:http";
-import { createServer } from "node:net";
-import { startNatsServer } from "../../src/dev/nats-server.js";
+import { getFreePort, startNatsServer } from "../../src/dev/nats-server.js";
 import type { NatsServer } from "../../src/dev/nats-server.js";
 
 const HOST = "127.0.0.1";
@@ -36,19 +35,6 @@ export interface NatsCluster {
   metaLeader(): Promise<string | undefined>;
   /** Stops every node and removes their store dirs. */
   close(): Promise<void>;
-}
-
-function getFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close((err) => (err ? reject(err) : resolve(port)));
-    });
-  });
 }
 
 /** GET a monitoring endpoint; `undefined` on any failure. No keep-alive, so no handle lingers. */

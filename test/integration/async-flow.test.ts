@@ -10,7 +10,7 @@ import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
-import { waitFinal as waitFinalAt } from "../helpers/jobs.js";
+import { fetchResult, waitFinal as waitFinalAt } from "../helpers/jobs.js";
 import { waitFor } from "../helpers/wait.js";
 
 const JOBS = "/_slowlane/jobs";
@@ -90,14 +90,7 @@ describe("accept → poll → 303 → result", () => {
     for (const size of [8 * 1024, 300_000, 3 * 1024 * 1024]) {
       const id = await submit("get", `/binary?size=${size}`);
       await waitFinal(id);
-      const res = await request(slowlane.url)
-        .get(`${JOBS}/${id}/result`)
-        .buffer(true)
-        .parse((r, cb) => {
-          const chunks: Buffer[] = [];
-          r.on("data", (c: Buffer) => chunks.push(c));
-          r.on("end", () => cb(null, Buffer.concat(chunks)));
-        });
+      const res = await fetchResult(slowlane.url, id);
       expect(res.status).toBe(201);
       expect(res.headers["content-type"]).toBe("application/octet-stream");
       expect(res.headers["x-custom"]).toBe("kept");

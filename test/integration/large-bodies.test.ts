@@ -16,7 +16,7 @@ import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { JOBS, uniqueTag, waitFinal as waitFinalAt } from "../helpers/jobs.js";
+import { fetchResult as fetchResultAt, JOBS, uniqueTag, waitFinal as waitFinalAt } from "../helpers/jobs.js";
 import { waitFor } from "../helpers/wait.js";
 
 const MiB = 1024 * 1024;
@@ -93,17 +93,7 @@ async function submit(method: "get" | "post", path: string, body?: Buffer): Prom
 
 const waitFinal = (id: string, timeoutMs = 20_000) => waitFinalAt(app.url, id, timeoutMs);
 
-/** GET on the result URL, with the body as raw bytes. */
-async function fetchResult(id: string) {
-  return request(app.url)
-    .get(`${JOBS}/${id}/result`)
-    .buffer(true)
-    .parse((r, cb) => {
-      const chunks: Buffer[] = [];
-      r.on("data", (c: Buffer) => chunks.push(c));
-      r.on("end", () => cb(null, Buffer.concat(chunks)));
-    });
-}
+const fetchResult = (id: string) => fetchResultAt(app.url, id);
 
 interface Answer {
   status: number;

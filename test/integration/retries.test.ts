@@ -7,11 +7,10 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { connect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
+import { useJetStreamInspector } from "../helpers/jetstream.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
@@ -20,7 +19,7 @@ const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
 const stream = uniqueStream("retry");
 let slowlane: TestApp;
-let nc: NatsConnection;
+const inspector = useJetStreamInspector(env);
 let jsm: JetStreamManager;
 
 beforeAll(async () => {
@@ -36,13 +35,11 @@ beforeAll(async () => {
   });
   slowlane = await startApp(config);
   await slowlane.app.ready;
-  nc = await connect({ servers: env.nats.url });
-  jsm = await jetstreamManager(nc);
+  jsm = await jetstreamManager(inspector.nc);
 });
 
 afterAll(async () => {
   await slowlane?.close();
-  await nc?.close();
 });
 
 async function submit(path: string): Promise<string> {
@@ -143,7 +140,7 @@ describe("a job that runs out of attempts", () => {
       const id = res.body.id as string;
       // What five workers killed mid-call leave behind: four interruptions counted, and the record of
       // the fifth start still `running`.
-      const jobs = await new Kvm(nc).open(`${config.nats.stream}_jobs`);
+      const jobs = await new Kvm(inspector.nc).open(`${config.nats.stream}_jobs`);
       const now = Date.now();
       const record = { id, route: "work", status: "running", attempts: 5, failures: 0, interruptions: 4, createdAt: now, updatedAt: now };
       await jobs.put(id, JSON.stringify(record));
