@@ -14,7 +14,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ["src/cli.ts", "src/dev/**", "test/**"],
+    files: ["src/cli.ts", "scripts/**", "test/**"],
     rules: { "no-console": "off" },
   },
 );

@@ -12,8 +12,8 @@ import type { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { MethodNotAllowedError, NotFoundError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { Metrics } from "../metrics.js";
-import { sendJson, sendProblem } from "../http/problem.js";
+import type { Metrics } from "./metrics.js";
+import { sendJson, sendProblem } from "../shared/problem.js";
 import type { Readiness } from "./readiness.js";
 
 export interface AdminServerOptions {

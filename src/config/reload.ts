@@ -6,7 +6,7 @@
  */
 import { ConfigError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { ReloadResult } from "../metrics.js";
+import type { ReloadResult } from "../admin/metrics.js";
 import { diffConfig, isUnchanged, toReloadedConfig } from "./diff.js";
 import type { ConfigChanges } from "./diff.js";
 import { loadConfig } from "./load.js";

@@ -9,11 +9,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { loadConfig } from "../config/index.js";
 import type { Config } from "../config/index.js";
 import { ConfigError } from "../errors.js";
-import { openJetStream } from "../queue/open.js";
-import type { JetStreamContext } from "../queue/provision.js";
-import { JobStatus } from "../store/job-record.js";
-import { listJobs, retryFailedJobs, retryJob, showJob } from "./jobs.js";
-import type { JobDetails, JobListing } from "./jobs.js";
+import { openJetStream } from "../nats/open.js";
+import type { JetStreamContext } from "../nats/provision.js";
+import { JobStatus } from "../jobs/record.js";
+import { listJobs, retryFailedJobs, retryJob, showJob } from "./job-queries.js";
+import type { JobDetails, JobListing } from "./job-queries.js";
 
 export const JOBS_USAGE = `usage: slowlane jobs <subcommand> [--config FILE]
 

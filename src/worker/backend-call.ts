@@ -11,8 +11,8 @@ import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { Agent, request } from "undici";
 import { UpstreamTimeoutError, UpstreamUnreachableError } from "../errors.js";
-import { toHeaderPairs, withoutHopByHop } from "../http/hop-by-hop.js";
-import type { JobRequest } from "../queue/envelope.js";
+import { toHeaderPairs, withoutHopByHop } from "../shared/hop-by-hop.js";
+import type { JobRequest } from "../jobs/envelope.js";
 
 export interface BackendResponse {
   readonly status: number;

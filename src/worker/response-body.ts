@@ -6,9 +6,9 @@
  * message's worth of any response. Past the route's `maxResponseSize` the call is abandoned.
  */
 import { ResponseTooLargeError } from "../errors.js";
-import { BodyLocation } from "../store/job-record.js";
-import type { JobStore } from "../store/job-store.js";
-import { splitBody } from "../store/split-body.js";
+import { BodyLocation } from "../jobs/record.js";
+import type { JobStore } from "../jobs/store.js";
+import { splitBody } from "../shared/split-body.js";
 import type { BackendResponse } from "./backend-call.js";
 
 export interface StoredBody {

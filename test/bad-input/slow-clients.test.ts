@@ -10,7 +10,7 @@ import { connect } from "node:net";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config/index.js";
-import { SERVER_LIMITS } from "../../src/http/server.js";
+import { SERVER_LIMITS } from "../../src/proxy/server.js";
 import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";

@@ -8,8 +8,8 @@
  * after the routes come up; until then stream creation fails, so callers wait for this.
  */
 import { request } from "node:http";
-import { getFreePort, startNatsServer } from "../../src/dev/nats-server.js";
-import type { NatsServer } from "../../src/dev/nats-server.js";
+import { getFreePort, startNatsServer } from "../../scripts/nats-server.js";
+import type { NatsServer } from "../../scripts/nats-server.js";
 
 const HOST = "127.0.0.1";
 const DEFAULT_READY_TIMEOUT_MS = 30_000;

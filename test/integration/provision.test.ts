@@ -7,7 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { nanos } from "@nats-io/transport-node";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { provision } from "../../src/queue/provision.js";
+import { provision } from "../../src/nats/provision.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";

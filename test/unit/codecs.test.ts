@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { withoutHopByHop, toHeaderPairs } from "../../src/http/hop-by-hop.js";
-import { decodeEnvelope, ENVELOPE_HEADER, toEnvelopeHeaders } from "../../src/queue/envelope.js";
-import { createJobId, isJobId } from "../../src/queue/job-id.js";
-import { toJetStreamNames } from "../../src/queue/names.js";
-import { decodeRecord, encodeRecord, isExpired, toStatusBody } from "../../src/store/job-record.js";
-import type { JobRecord } from "../../src/store/job-record.js";
+import { withoutHopByHop, toHeaderPairs } from "../../src/shared/hop-by-hop.js";
+import { decodeEnvelope, ENVELOPE_HEADER, toEnvelopeHeaders } from "../../src/jobs/envelope.js";
+import { createJobId, isJobId } from "../../src/jobs/job-id.js";
+import { toJetStreamNames } from "../../src/nats/names.js";
+import { decodeRecord, encodeRecord, isExpired, toStatusBody } from "../../src/jobs/record.js";
+import type { JobRecord } from "../../src/jobs/record.js";
 import { backoffDelayMs, parseRetryAfterMs, retryDelayMs } from "../../src/worker/retry-policy.js";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 

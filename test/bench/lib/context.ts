@@ -1,7 +1,7 @@
 /** Settings of a benchmark run, and a stack of things a scenario started, closed in reverse. */
 import { join } from "node:path";
-import { startNatsServer } from "../../../src/dev/nats-server.js";
-import type { NatsServer } from "../../../src/dev/nats-server.js";
+import { startNatsServer } from "../../../scripts/nats-server.js";
+import type { NatsServer } from "../../../scripts/nats-server.js";
 import { startBaseline, WORK_DIR } from "./procs.js";
 import type { Proc } from "./procs.js";
 

@@ -6,7 +6,7 @@
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { cpus, totalmem, platform, release } from "node:os";
-import { findNatsServerBinary } from "../../../src/dev/nats-server.js";
+import { findNatsServerBinary } from "../../../scripts/nats-server.js";
 
 export interface Row {
   scenario: string;

@@ -3,7 +3,7 @@
  * `nats.replicas: 3` on a 3-node loopback cluster vs `nats.replicas: 1` on one node. Every node
  * shares this machine's cores, so this shows the cost of replication, not the gain of more machines.
  */
-import type { NatsServer } from "../../../src/dev/nats-server.js";
+import type { NatsServer } from "../../../scripts/nats-server.js";
 import { startNatsCluster } from "../../helpers/nats-cluster.js";
 import type { BenchContext } from "../lib/context.js";
 import { slowlaneConfig, Stack } from "../lib/context.js";

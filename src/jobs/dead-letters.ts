@@ -12,7 +12,7 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { MsgHdrs } from "@nats-io/transport-node";
 import type { JobRequest } from "./envelope.js";
-import type { JetStreamContext } from "./provision.js";
+import type { JetStreamContext } from "../nats/provision.js";
 
 /** How long a dead-letter write or a requeue waits for JetStream's acknowledgement. */
 const PUBLISH_TIMEOUT_MS = 5_000;

@@ -8,9 +8,9 @@
  * the queue gauges and the NATS gauge are read at scrape time.
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { HttpObserver, RequestMode } from "./http/server.js";
-import type { ResultCacheObserver } from "./store/result-cache.js";
-import type { ForwarderObserver } from "./worker/forwarder.js";
+import type { HttpObserver, RequestMode } from "../proxy/server.js";
+import type { ResultCacheObserver } from "../proxy/result-cache.js";
+import type { ForwarderObserver } from "../worker/forwarder.js";
 
 /** A route consumer's counts, as JetStream reports them. */
 export interface QueueDepth {

@@ -3,7 +3,7 @@
  * how many jobs wait and run per route (metrics). Each is one or a few API requests, bounded by
  * a short timeout so a slow server makes a probe fail rather than hang.
  */
-import type { QueueDepth } from "../metrics.js";
+import type { QueueDepth } from "../admin/metrics.js";
 import type { JetStreamContext } from "./provision.js";
 
 /** Bound on one health question: a Kubernetes probe gives up after 1 s by default, answer before it does. */

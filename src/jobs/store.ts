@@ -12,8 +12,8 @@ import { randomBytes } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { ObjectStore } from "@nats-io/obj";
-import { BodyLocation, decodeRecord, encodeRecord } from "./job-record.js";
-import type { JobRecord, StoredResponse } from "./job-record.js";
+import { BodyLocation, decodeRecord, encodeRecord } from "./record.js";
+import type { JobRecord, StoredResponse } from "./record.js";
 
 /** Room left in a message for the KV's own headers when a body goes into the results bucket. */
 const KV_HEADROOM_BYTES = 4 * 1024;

@@ -19,16 +19,16 @@ import {
   SlowlaneError,
 } from "../errors.js";
 import type { Logger } from "../log.js";
-import { deleteDeadLetter, getDeadLetter } from "../queue/dead-letters.js";
-import { decodeEnvelope } from "../queue/envelope.js";
-import { isJobId } from "../queue/job-id.js";
-import { findQueuedMessage, findQueuedRequest } from "../queue/lookup.js";
-import type { JetStreamContext } from "../queue/provision.js";
-import { JobStatus, isExpired, isFinal, toStatusBody } from "../store/job-record.js";
-import type { JobRecord } from "../store/job-record.js";
-import type { JobStore } from "../store/job-store.js";
-import type { ResultCache } from "../store/result-cache.js";
-import { sendJson, sendProblem } from "./problem.js";
+import { deleteDeadLetter, getDeadLetter } from "../jobs/dead-letters.js";
+import { decodeEnvelope } from "../jobs/envelope.js";
+import { isJobId } from "../jobs/job-id.js";
+import { findQueuedMessage, findQueuedRequest } from "../jobs/queue.js";
+import type { JetStreamContext } from "../nats/provision.js";
+import { JobStatus, isExpired, isFinal, toStatusBody } from "../jobs/record.js";
+import type { JobRecord } from "../jobs/record.js";
+import type { JobStore } from "../jobs/store.js";
+import type { ResultCache } from "./result-cache.js";
+import { sendJson, sendProblem } from "../shared/problem.js";
 
 export interface JobsDeps {
   /** The config in force (it changes on reload; `jobs.path` does not). */

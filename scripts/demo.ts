@@ -2,7 +2,7 @@
  * `npm run demo`: a private nats-server, the slow example backend and slowlane in front of them,
  * plus a short guide of curl commands to try. Ctrl-C stops everything and removes temp files.
  *
- * Runs from the build (`node dist/dev/demo.js`); slowlane itself is started as a child process
+ * Run with tsx (`npm run demo` builds first); slowlane itself is started as a child process
  * from `dist/cli.js`, exactly as a user would run it. Set `DEMO_PORT` to listen elsewhere than 8080.
  */
 import { spawn } from "node:child_process";
@@ -26,7 +26,7 @@ const READY_TIMEOUT_MS = 20_000;
 const POLL_INTERVAL_MS = 100;
 /** How long slowlane gets to drain after SIGTERM before it is killed. */
 const CHILD_STOP_GRACE_MS = 10_000;
-const CLI_PATH = fileURLToPath(new URL("../cli.js", import.meta.url));
+const CLI_PATH = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 
 /** Everything the demo started, filled in as startup progresses, so cleanup can undo any prefix of it. */
 interface Resources {

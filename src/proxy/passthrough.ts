@@ -11,8 +11,8 @@ import type { Duplex } from "node:stream";
 import { createProxyServer } from "http-proxy-3";
 import { UpstreamUnreachableError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { dropHopByHop } from "./hop-by-hop.js";
-import { sendProblem } from "./problem.js";
+import { dropHopByHop } from "../shared/hop-by-hop.js";
+import { sendProblem } from "../shared/problem.js";
 
 export interface Passthrough {
   web(req: IncomingMessage, res: ServerResponse): void;

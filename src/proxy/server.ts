@@ -10,9 +10,9 @@ import { createRouteMatcher } from "../config/index.js";
 import { BadRequestError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { AcceptHandler } from "./accept.js";
-import type { JobsHandler } from "./jobs.js";
+import type { JobsHandler } from "./job-endpoints.js";
 import type { Passthrough } from "./passthrough.js";
-import { sendProblem } from "./problem.js";
+import { sendProblem } from "../shared/problem.js";
 
 export interface HttpHandlers {
   accept: AcceptHandler;

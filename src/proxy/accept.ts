@@ -12,17 +12,17 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config, RouteConfig } from "../config/index.js";
 import { BadRequestError, BodyTooLargeError, NatsUnavailableError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { toEnvelopeHeaders } from "../queue/envelope.js";
-import type { JobRequest, StoredBodyRef } from "../queue/envelope.js";
-import { createJobId, toIdempotentJobId } from "../queue/job-id.js";
-import { findQueuedRequest } from "../queue/lookup.js";
-import type { JetStreamContext } from "../queue/provision.js";
-import { isExpired, JobStatus } from "../store/job-record.js";
-import { requestObjectName } from "../store/job-store.js";
-import { splitBody } from "../store/split-body.js";
-import type { JobStore } from "../store/job-store.js";
-import { withoutHopByHop } from "./hop-by-hop.js";
-import { sendJson, sendProblem } from "./problem.js";
+import { toEnvelopeHeaders } from "../jobs/envelope.js";
+import type { JobRequest, StoredBodyRef } from "../jobs/envelope.js";
+import { createJobId, toIdempotentJobId } from "../jobs/job-id.js";
+import { findQueuedRequest } from "../jobs/queue.js";
+import type { JetStreamContext } from "../nats/provision.js";
+import { isExpired, JobStatus } from "../jobs/record.js";
+import { requestObjectName } from "../jobs/store.js";
+import { splitBody } from "../shared/split-body.js";
+import type { JobStore } from "../jobs/store.js";
+import { withoutHopByHop } from "../shared/hop-by-hop.js";
+import { sendJson, sendProblem } from "../shared/problem.js";
 
 /** How long the proxy waits for JetStream to confirm a publish before answering 503. */
 const PUBLISH_TIMEOUT_MS = 5_000;

@@ -7,7 +7,7 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { decodeEnvelope } from "./envelope.js";
 import type { JobRequest } from "./envelope.js";
-import type { JetStreamNames } from "./names.js";
+import type { JetStreamNames } from "../nats/names.js";
 
 /** A queued job's request and where its message is in the work-queue stream. */
 export interface QueuedMessage {

@@ -4,7 +4,7 @@
  * serve a stale status. Small bodies are cached with them, within a byte budget.
  */
 import { LRUCache } from "lru-cache";
-import type { JobRecord } from "./job-record.js";
+import type { JobRecord } from "../jobs/record.js";
 
 export interface CachedJob {
   readonly record: JobRecord;

@@ -14,15 +14,15 @@
  *   3. the dead letter is deleted, by sequence, so that a new one the job may already have left
  *      after failing again is kept.
  */
-import { deleteDeadLetter, getDeadLetter, requeueDeadLetter } from "../queue/dead-letters.js";
-import type { DeadLetter } from "../queue/dead-letters.js";
-import { decodeEnvelope } from "../queue/envelope.js";
-import { isJobId } from "../queue/job-id.js";
-import type { JetStreamContext } from "../queue/provision.js";
-import { isExpired, JobStatus } from "../store/job-record.js";
-import type { JobRecord } from "../store/job-record.js";
-import { createJobStore } from "../store/job-store.js";
-import type { JobStore, VersionedRecord } from "../store/job-store.js";
+import { deleteDeadLetter, getDeadLetter, requeueDeadLetter } from "../jobs/dead-letters.js";
+import type { DeadLetter } from "../jobs/dead-letters.js";
+import { decodeEnvelope } from "../jobs/envelope.js";
+import { isJobId } from "../jobs/job-id.js";
+import type { JetStreamContext } from "../nats/provision.js";
+import { isExpired, JobStatus } from "../jobs/record.js";
+import type { JobRecord } from "../jobs/record.js";
+import { createJobStore } from "../jobs/store.js";
+import type { JobStore, VersionedRecord } from "../jobs/store.js";
 
 /** Job records read from KV at once while listing. */
 const READ_CONCURRENCY = 32;
