@@ -1,32 +1,29 @@
 /**
- * The composition root: builds the proxy and/or the forwarder from a Config. Nothing listens or
- * connects on import; `startSlowlane` does, and `close()` undoes it in order (stop accepting,
- * drain the workers, then close NATS).
+ * The composition root: builds a slowlane process (proxy, workers, or both) from a Config. Nothing
+ * listens or connects on import; `startSlowlane` does, and `close()` undoes it in order: not ready,
+ * stop accepting and drain the workers together, then NATS, then the admin server.
  */
-import type { AddressInfo } from "node:net";
-import { once } from "node:events";
 import { createReadiness } from "./admin/readiness.js";
+import type { Readiness } from "./admin/readiness.js";
 import { createAdminServer } from "./admin/server.js";
 import type { AdminServer } from "./admin/server.js";
+import { createMetrics } from "./admin/metrics.js";
+import type { Metrics } from "./admin/metrics.js";
 import type { Config } from "./config/index.js";
 import type { ConfigChanges } from "./config/diff.js";
 import { createConfigReloader } from "./config/reload.js";
+import type { ConfigReloader } from "./config/reload.js";
 import { createConfigWatcher } from "./config/watch.js";
-import { createAcceptHandler } from "./proxy/accept.js";
-import { createJobsHandler } from "./proxy/job-endpoints.js";
-import { createPassthrough } from "./proxy/passthrough.js";
-import type { Passthrough } from "./proxy/passthrough.js";
-import { createHttpServer } from "./proxy/server.js";
-import type { HttpHandlers, ServerLimits } from "./proxy/server.js";
 import type { Logger } from "./log.js";
-import { createMetrics } from "./admin/metrics.js";
-import { createNatsClient } from "./nats/connection.js";
-import { checkJetStream, readQueueDepths } from "./nats/health.js";
-import { provision } from "./nats/provision.js";
-import type { JetStreamContext } from "./nats/provision.js";
 import { createJobStore } from "./jobs/store.js";
 import type { JobStore } from "./jobs/store.js";
-import { createResultCache } from "./proxy/result-cache.js";
+import type { JetStreamContext } from "./nats/context.js";
+import { checkJetStream, readQueueDepths } from "./nats/health.js";
+import { createNatsSession } from "./nats/session.js";
+import type { NatsSession } from "./nats/session.js";
+import { startProxy } from "./proxy/proxy.js";
+import type { Proxy } from "./proxy/proxy.js";
+import type { ServerLimits } from "./proxy/server.js";
 import { createForwarder } from "./worker/forwarder.js";
 import type { Forwarder } from "./worker/forwarder.js";
 
@@ -65,182 +62,145 @@ export interface Slowlane {
   close(): Promise<void>;
 }
 
-export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
-  const { config, role, log } = options;
-  const hasProxy = role !== "worker";
-  const hasWorker = role !== "proxy";
+/** The parts of a running process that change over its life, in one place. */
+class Runtime {
   /** The config in force: the one given, then each reload's. Read it at use, never keep a copy. */
-  let current = config;
-
-  let backend: { context: JetStreamContext; store: JobStore } | undefined;
-  let forwarder: Forwarder | undefined;
+  current: Config;
+  forwarder: Forwarder | undefined;
   /** The config the forwarder last applied; behind `current` after a reload while NATS was away. */
-  let forwarderConfig: Config | undefined;
-  let closing = false;
+  forwarderConfig: Config | undefined;
+  closing = false;
+  private readonly stores = new WeakMap<JetStreamContext, JobStore>();
 
-  // Provisioning, starting the forwarder and applying a reload each read `current` and change what
-  // JetStream holds: one at a time, so a reconnect's set-up never undoes a reload's.
-  let serial: Promise<unknown> = Promise.resolve();
-  function exclusive<T>(task: () => Promise<T>): Promise<T> {
-    const run = serial.then(task);
-    serial = run.catch(() => undefined);
-    return run;
+  constructor(config: Config) {
+    this.current = config;
   }
 
-  const metrics = createMetrics({
-    natsConnected: () => nats.isConnected(),
-    queueDepths: () => {
-      const context = connected()?.context;
-      return context && readQueueDepths(context);
-    },
-  });
-  const nats = createNatsClient({
-    servers: config.nats.servers,
-    name: `slowlane-${role}`,
-    log,
-    ...(options.natsRetryDelayMs === undefined ? {} : { retryDelayMs: options.natsRetryDelayMs }),
-    onConnect: (nc) =>
-      exclusive(async () => {
-        const wanted = current;
-        const context = await provision(nc, wanted, { consumers: hasWorker });
-        backend = { context, store: createJobStore(context) };
-        if (forwarder && forwarderConfig !== wanted) {
-          await forwarder.reconfigure(wanted);
-          forwarderConfig = wanted;
-        }
-        if (forwarder && context.createdConsumers.length > 0) await forwarder.resubscribe(context.createdConsumers);
-      }),
-  });
-  const connected = () => (nats.isConnected() ? backend : undefined);
+  /** The store over a JetStream context, made once per (re)connect. */
+  storeOf(context: JetStreamContext): JobStore {
+    let store = this.stores.get(context);
+    if (!store) {
+      store = createJobStore(context);
+      this.stores.set(context, store);
+    }
+    return store;
+  }
 
-  const ready = nats.ready.then(() =>
-    exclusive(async () => {
-      if (hasWorker && backend && !closing) {
-        const wanted = current;
-        forwarder = await createForwarder({
-          config: wanted,
-          context: backend.context,
-          store: backend.store,
-          log,
-          observer: metrics.forwarder,
-        });
-        forwarderConfig = wanted;
-      }
-    }),
-  );
-  ready.catch(() => undefined);
+  /** After each set-up: the forwarder follows the config provisioned and any consumer re-created. */
+  async afterSetUp(context: JetStreamContext, config: Config): Promise<void> {
+    if (!this.forwarder) return;
+    if (this.forwarderConfig !== config) {
+      await this.forwarder.reconfigure(config);
+      this.forwarderConfig = config;
+    }
+    if (context.createdConsumers.length > 0) await this.forwarder.resubscribe(context.createdConsumers);
+  }
+}
 
-  const readiness = createReadiness({
+function createProcessReadiness(runtime: Runtime, nats: NatsSession): Readiness {
+  const servers = runtime.current.nats.servers.join(", ");
+  return createReadiness({
     checks: [
-      // Always ok once started: a reload that is refused keeps the last good config in force.
+      // A reload that is refused keeps the last good config in force: the process stays ready.
       { name: "config", run: () => undefined },
       {
         name: "nats",
         run() {
-          if (!nats.isConnected()) throw new Error(`not connected to NATS at ${config.nats.servers.join(", ")}`);
+          if (!nats.isConnected()) throw new Error(`not connected to NATS at ${servers}`);
         },
       },
       {
         name: "jetstream",
         async run() {
-          const context = connected()?.context;
+          const context = nats.context();
           if (!context) throw new Error("not set up (NATS is not connected)");
           await checkJetStream(context);
         },
       },
     ],
   });
-  let admin: AdminServer;
+}
+
+/** Builds the reloader and the file watcher, when the config came from a file. */
+function createReloading(options: SlowlaneOptions, runtime: Runtime, metrics: Metrics, apply: (next: Config, changes: ConfigChanges) => Promise<void>) {
+  const file = options.configFile;
+  if (file === undefined) return { reloader: undefined, watcher: undefined };
+  const reloader: ConfigReloader = createConfigReloader({
+    file,
+    log: options.log,
+    current: () => runtime.current,
+    apply,
+    onResult: (result) => metrics.configReloaded(result),
+  });
+  const watcher = options.watchConfig === false ? undefined : createConfigWatcher({ file, log: options.log, onChange: () => reloader.reload() });
+  return { reloader, watcher };
+}
+
+export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
+  const { role, log } = options;
+  const runtime = new Runtime(options.config);
+  const nats = createNatsSession({
+    config: () => runtime.current,
+    name: `slowlane-${role}`,
+    consumers: role !== "proxy",
+    log,
+    ...(options.natsRetryDelayMs === undefined ? {} : { retryDelayMs: options.natsRetryDelayMs }),
+    onSetUp: (context, config) => runtime.afterSetUp(context, config),
+  });
+  const store = (): JobStore | undefined => {
+    const context = nats.context();
+    return context && runtime.storeOf(context);
+  };
+  const metrics = createMetrics({
+    natsConnected: () => nats.isConnected(),
+    queueDepths: () => {
+      const context = nats.context();
+      return context && readQueueDepths(context);
+    },
+  });
+  const readiness = createProcessReadiness(runtime, nats);
+
+  const ready = nats.ready.then(() =>
+    nats.exclusive(async () => {
+      const context = nats.context();
+      if (role === "proxy" || !context || runtime.closing) return;
+      const config = runtime.current;
+      runtime.forwarder = await createForwarder({ config, store: runtime.storeOf(context), log, observer: metrics.forwarder });
+      runtime.forwarderConfig = config;
+    }),
+  );
+  ready.catch(() => undefined);
+
+  let admin: AdminServer | undefined;
+  let proxy: Proxy | undefined;
   try {
-    admin = await createAdminServer({ listen: config.admin.listen, log, metrics, readiness });
+    admin = await createAdminServer({ listen: options.config.admin.listen, log, metrics, readiness });
+    if (role !== "worker") {
+      const observers = { http: metrics.http, resultCache: metrics.resultCache };
+      const serverLimits = options.serverLimits === undefined ? {} : { serverLimits: options.serverLimits };
+      proxy = await startProxy({ config: () => runtime.current, log, store, observers, ...serverLimits });
+    }
   } catch (err) {
-    await nats.close();
+    await Promise.all([admin?.close(), nats.close()]);
     throw err;
   }
 
-  /** Set by the proxy: points passthrough at a new upstream. */
-  let setUpstream: ((upstream: string) => void) | undefined;
-
-  let url: string | undefined;
-  let closeProxy = async (_drainMs: number): Promise<void> => undefined;
-  if (hasProxy) {
-    const handlers: HttpHandlers = {
-      accept: createAcceptHandler({ config, log, backend: connected }),
-      jobs: createJobsHandler({
-        config: () => current,
-        log,
-        cache: createResultCache({ observer: metrics.resultCache }),
-        backend: connected,
-      }),
-      passthrough: createPassthrough({ upstream: config.upstream, log }),
-      observer: metrics.http,
-    };
-    // A replaced passthrough keeps serving the requests (and WebSockets) it has until slowlane stops.
-    const retired: Passthrough[] = [];
-    setUpstream = (upstream) => {
-      retired.push(handlers.passthrough);
-      handlers.passthrough = createPassthrough({ upstream, log });
-    };
-    const server = createHttpServer(() => current, handlers, log, options.serverLimits);
-    server.listen(config.listen.port, config.listen.host);
-    await once(server, "listening").catch(async (err: unknown) => {
-      await Promise.all([admin.close(), nats.close()]);
-      throw err;
+  /** Puts a reloaded config in force: consumers first (in `provision`), then the workers, then the proxy's routes. */
+  const apply = (next: Config, changes: ConfigChanges): Promise<void> =>
+    nats.exclusive(async () => {
+      // New routes get their consumers before anything is accepted for them or pulled from them.
+      // Not connected: the next (re)connect provisions and reconfigures the forwarder with `current`.
+      await nats.provision(next);
+      if (changes.keys.includes("upstream")) proxy?.setBackendUrl(next.upstream);
+      runtime.current = next;
     });
-    const address = server.address() as AddressInfo;
-    const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    url = `http://${host}:${address.port}`;
-    log.info({ url, upstream: config.upstream, routes: config.routes.map((r) => r.name) }, "proxy listening");
-    closeProxy = async (drainMs: number) => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // No new connections from here. A keep-alive connection goes as soon as its request in flight
-      // is answered (Node keeps it open otherwise, up to keepAliveTimeout); past the drain time, all go.
-      server.closeIdleConnections();
-      const sweep = setInterval(() => server.closeIdleConnections(), 50);
-      const deadline = setTimeout(() => server.closeAllConnections(), drainMs);
-      await closed;
-      clearInterval(sweep);
-      clearTimeout(deadline);
-      for (const passthrough of [handlers.passthrough, ...retired]) passthrough.close();
-    };
-  }
-
-  /** Puts a reloaded config in force: consumers first, then the workers, then the proxy's routes. */
-  const applyConfig = (next: Config, changes: ConfigChanges): Promise<void> =>
-    exclusive(async () => {
-      const nc = nats.connection;
-      if (nc && nats.isConnected()) {
-        // New routes get their consumers before anything is accepted for them or pulled from them.
-        await provision(nc, next, { consumers: hasWorker });
-        if (forwarder) {
-          await forwarder.reconfigure(next);
-          forwarderConfig = next;
-        }
-      }
-      // Else the next (re)connect provisions and reconfigures the forwarder with `current`.
-      if (changes.keys.includes("upstream")) setUpstream?.(next.upstream);
-      current = next;
-    });
-  const configFile = options.configFile;
-  const reloader =
-    configFile === undefined
-      ? undefined
-      : createConfigReloader({
-          file: configFile,
-          log,
-          current: () => current,
-          apply: applyConfig,
-          onResult: (result) => metrics.configReloaded(result),
-        });
-  const watcher =
-    reloader !== undefined && configFile !== undefined && options.watchConfig !== false
-      ? createConfigWatcher({ file: configFile, log, onChange: () => reloader.reload() })
-      : undefined;
+  const { reloader, watcher } = createReloading(options, runtime, metrics, apply);
+  const adminServer = admin;
 
   return {
-    url,
+    url: proxy?.url,
     ready,
-    adminUrl: admin.url,
+    adminUrl: adminServer.url,
     async reload() {
       if (reloader === undefined) {
         log.warn("config reload asked, but the config was not read from a file");
@@ -249,15 +209,15 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       return reloader.reload();
     },
     async close() {
-      closing = true;
+      runtime.closing = true;
       // Not ready from now on, so that a load balancer stops sending while the proxy finishes.
       readiness.stop();
       watcher?.close();
       // One drain time for both: the proxy finishes its accepts while the workers finish their calls.
-      const drainMs = options.drainMs ?? current.shutdownTimeoutMs;
-      await Promise.all([closeProxy(drainMs), forwarder?.close(drainMs)]);
+      const drainMs = options.drainMs ?? runtime.current.shutdownTimeoutMs;
+      await Promise.all([proxy?.close(drainMs), runtime.forwarder?.close(drainMs)]);
       await nats.close();
-      await admin.close();
+      await adminServer.close();
     },
   };
 }

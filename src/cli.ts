@@ -8,7 +8,7 @@ import { Roles, startSlowlane } from "./app.js";
 import type { Role } from "./app.js";
 import { configJsonSchema, describeConfig, loadConfig } from "./config/index.js";
 import type { Config } from "./config/index.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, UsageError, messageOf } from "./errors.js";
 import { createLogger } from "./log.js";
 import { runJobsCommand } from "./ops/jobs-command.js";
 
@@ -141,7 +141,7 @@ async function main(argv: string[]): Promise<void> {
     if (command === undefined && !values.help) process.exitCode = 1;
     return;
   }
-  if (extra.length > 0) throw new Error(`unexpected argument: ${extra.join(" ")}`);
+  if (extra.length > 0) throw new UsageError(`unexpected argument: ${extra.join(" ")}`);
   const file = values.config ?? process.env.SLOWLANE_CONFIG ?? DEFAULT_CONFIG_FILE;
   if (command === "check") {
     const config = readConfig(file);
@@ -157,10 +157,10 @@ async function main(argv: string[]): Promise<void> {
     await serve(command as Role, file);
     return;
   }
-  throw new Error(`unknown command "${command}"`);
+  throw new UsageError(`unknown command "${command}"`);
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
-  console.error(`slowlane: ${err instanceof Error ? err.message : String(err)}\n\n${USAGE}`);
+  console.error(`slowlane: ${messageOf(err)}\n\n${USAGE}`);
   process.exit(2);
 });

@@ -11,18 +11,10 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { HttpObserver, RequestMode } from "../proxy/server.js";
 import type { ResultCacheObserver } from "../proxy/result-cache.js";
 import type { ForwarderObserver } from "../worker/forwarder.js";
+import type { QueueDepth } from "../nats/health.js";
 
-/** A route consumer's counts, as JetStream reports them. */
-export interface QueueDepth {
-  readonly route: string;
-  /** Jobs waiting for a worker (consumer `num_pending`). */
-  readonly pending: number;
-  /** Jobs handed to a worker and not yet acked (consumer `num_ack_pending`). */
-  readonly inFlight: number;
-}
-
-export const ReloadResults = ["success", "failure"] as const;
-export type ReloadResult = (typeof ReloadResults)[number];
+import { ReloadResults } from "../config/reload.js";
+import type { ReloadResult } from "../config/reload.js";
 
 export interface MetricsOptions {
   /** Whether NATS is connected and set up; read at each scrape. */
@@ -37,7 +29,6 @@ export interface MetricsOptions {
 }
 
 export interface Metrics {
-  readonly registry: Registry;
   /** The `Content-Type` of {@link render}'s text. */
   readonly contentType: string;
   /** Every metric in Prometheus' text format. */
@@ -57,12 +48,9 @@ const ACCEPT_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 /** Backend calls take seconds to hours. */
 const BACKEND_BUCKETS_S = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600, 7_200, 14_400, 43_200, 86_400];
 
-export function createMetrics(options: MetricsOptions): Metrics {
-  const queueCacheMs = options.queueCacheMs ?? 2_000;
-  const registry = new Registry();
+/** The counters and histograms fed by observers, in `registry`. */
+function createCounters(registry: Registry) {
   const registers = [registry];
-  collectDefaultMetrics({ register: registry });
-
   const requests = new Counter({
     name: "slowlane_http_requests_total",
     help: "Requests answered by the proxy, by route (empty for passthrough and jobs), mode and HTTP status.",
@@ -131,6 +119,13 @@ export function createMetrics(options: MetricsOptions): Metrics {
   });
   // Both series exist from the start, so a failure shows as a rise from 0 rather than a new series.
   for (const result of ReloadResults) reloads.inc({ result }, 0);
+  return { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads };
+}
+
+/** The gauges read at scrape time: NATS connected, and the queue depths (one reading serves both for `queueCacheMs`). */
+function createGauges(registry: Registry, options: MetricsOptions): void {
+  const registers = [registry];
+  const queueCacheMs = options.queueCacheMs ?? 2_000;
   new Gauge({
     name: "slowlane_nats_connected",
     help: "1 while connected to NATS with JetStream set up, else 0.",
@@ -173,6 +168,14 @@ export function createMetrics(options: MetricsOptions): Metrics {
     },
   });
 
+}
+
+export function createMetrics(options: MetricsOptions): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads } = createCounters(registry);
+  createGauges(registry, options);
+
   // The request counter is on every request's path: keep its children instead of hashing labels each time.
   const requestCounters = new Map<string, Counter.Internal>();
   function requestCounter(route: string, mode: RequestMode, status: number): Counter.Internal {
@@ -186,7 +189,6 @@ export function createMetrics(options: MetricsOptions): Metrics {
   }
 
   return {
-    registry,
     contentType: registry.contentType,
     render: () => registry.metrics(),
     http: {

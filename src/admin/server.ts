@@ -9,10 +9,10 @@
 import { once } from "node:events";
 import { createServer } from "node:http";
 import type { ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { MethodNotAllowedError, NotFoundError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "./metrics.js";
+import { toHttpUrl } from "../shared/address.js";
 import { sendJson, sendProblem } from "../shared/problem.js";
 import type { Readiness } from "./readiness.js";
 
@@ -81,9 +81,7 @@ export async function createAdminServer(options: AdminServerOptions): Promise<Ad
       cause,
     });
   }
-  const address = server.address() as AddressInfo;
-  const host = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
+  const url = toHttpUrl(server);
   log.info({ url }, "admin listening");
 
   return {

@@ -4,6 +4,7 @@
  * a restart.
  */
 import type { Config, RouteConfig } from "./types.js";
+import { isRecord } from "../shared/guards.js";
 
 /** Keys (as written in the file) that need a restart to take effect. */
 export const RESTART_KEYS = ["listen", "admin.listen", "nats.servers", "nats.stream", "jobs.path", "log.redactHeaders"] as const;
@@ -21,17 +22,13 @@ export interface ConfigChanges {
   readonly needsRestart: readonly string[];
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
 function changedKeys(previous: unknown, next: unknown, path: string, out: string[]): void {
   const atom = (RESTART_KEYS as readonly string[]).includes(path);
-  if (atom || !isPlainObject(previous) || !isPlainObject(next)) {
+  if (atom || !isRecord(previous) || !isRecord(next)) {
     if (!same(previous, next)) out.push(path);
     return;
   }

@@ -6,11 +6,13 @@
  */
 import { ConfigError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { ReloadResult } from "../admin/metrics.js";
 import { diffConfig, isUnchanged, toReloadedConfig } from "./diff.js";
 import type { ConfigChanges } from "./diff.js";
 import { loadConfig } from "./load.js";
 import type { Config } from "./types.js";
+
+export const ReloadResults = ["success", "failure"] as const;
+export type ReloadResult = (typeof ReloadResults)[number];
 
 export interface ConfigReloaderOptions {
   file: string;

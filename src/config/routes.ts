@@ -3,7 +3,7 @@
  * method comparison and a regular-expression test per route until the first match.
  */
 import picomatch from "picomatch";
-import type { RouteConfig } from "./types.js";
+import type { Config, RouteConfig } from "./types.js";
 
 /** Returns the first route matching the request, or undefined when the request is passed through. */
 export type RouteMatcher = (method: string, pathname: string) => RouteConfig | undefined;
@@ -50,4 +50,32 @@ export function createRouteMatcher(routes: readonly RouteConfig[]): RouteMatcher
     }
     return undefined;
   };
+}
+
+/** A config's routes, indexed once: the matcher, and each route's settings by name. */
+export interface RouteTable {
+  readonly match: RouteMatcher;
+  readonly names: readonly string[];
+  /**
+   * A route's settings by name. A route the config no longer has (its queued jobs are still worked
+   * and looked up) gets the `defaults` under its own name.
+   */
+  settingsOf(name: string): RouteConfig;
+}
+
+const tables = new WeakMap<Config, RouteTable>();
+
+/** The route table of a config, built once per config (a reload brings a new config object). */
+export function routeTableOf(config: Config): RouteTable {
+  let table = tables.get(config);
+  if (table === undefined) {
+    const byName = new Map(config.routes.map((r) => [r.name, r]));
+    table = {
+      match: createRouteMatcher(config.routes),
+      names: config.routes.map((r) => r.name),
+      settingsOf: (name) => byName.get(name) ?? { ...config.defaults, name, methods: undefined, path: "" },
+    };
+    tables.set(config, table);
+  }
+  return table;
 }

@@ -7,9 +7,10 @@ import { z } from "zod";
 import { DURATION_PATTERN, formatDuration, parseDuration } from "./duration.js";
 import { formatSize, parseSize, SIZE_PATTERN } from "./size.js";
 import type { BackoffConfig, Config, RouteConfig } from "./types.js";
+import { isRecord } from "../shared/guards.js";
 
 /** Methods a route may list: a closed list, so a typo (`POTS`) is an error instead of a route that never matches. */
-export const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
+const HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
 
 /** Defaults of the file, as written in it. */
 const DEFAULTS = {
@@ -33,7 +34,8 @@ const DEFAULTS = {
   shutdownTimeout: "25s",
 } as const;
 
-const ROUTE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+/** A route name: it becomes a NATS subject token and a consumer name. */
+export const ROUTE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const STREAM_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 /** An HTTP header name (RFC 9110 token). */
 const HEADER_NAME_PATTERN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
@@ -441,17 +443,10 @@ export const configSchema = z
     }),
   );
 
-/** What the YAML file may contain, as TypeScript sees it. */
-export type ConfigInput = z.input<typeof configSchema>;
-
 /** A problem the schema cannot see key by key; `path` as zod writes it. */
 export interface RouteTableProblem {
   readonly path: readonly (string | number)[];
   readonly message: string;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 /**

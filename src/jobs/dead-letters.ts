@@ -12,10 +12,9 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { MsgHdrs } from "@nats-io/transport-node";
 import type { JobRequest } from "./envelope.js";
-import type { JetStreamContext } from "../nats/provision.js";
+import type { JetStreamContext } from "../nats/context.js";
+import { PUBLISH_TIMEOUT_MS } from "./queue.js";
 
-/** How long a dead-letter write or a requeue waits for JetStream's acknowledgement. */
-const PUBLISH_TIMEOUT_MS = 5_000;
 
 /** A failed job's request, as kept in the dead-letter stream. */
 export interface DeadLetter {

@@ -10,8 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
-import type { KV } from "@nats-io/kv";
-import type { ObjectStore } from "@nats-io/obj";
+import type { JetStreamContext } from "../nats/context.js";
 import { BodyLocation, decodeRecord, encodeRecord } from "./record.js";
 import type { JobRecord, StoredResponse } from "./record.js";
 
@@ -29,13 +28,6 @@ export interface PutBody {
   readonly inline?: string;
 }
 
-export interface JobStoreOptions {
-  jobs: KV;
-  results: KV;
-  bodies: ObjectStore;
-  /** The server's max_payload (`JetStreamContext.maxPayloadBytes`). */
-  maxPayloadBytes: number;
-}
 
 /** A record and the revision it was read at, for a later compare-and-set. */
 export interface VersionedRecord {
@@ -43,18 +35,22 @@ export interface VersionedRecord {
   readonly revision: number;
 }
 
+/**
+ * "The store": JetStream as slowlane keeps jobs in it (records, request and response bodies, the
+ * work queue), over one connection. Proxies and workers get one while NATS is connected and set up.
+ */
 export interface JobStore {
+  /** The JetStream handles and names underneath (the queue and dead letters use them directly). */
+  readonly context: JetStreamContext;
   /** Largest response body kept in the results KV; larger ones go to the Object Store. */
   readonly maxKvBodyBytes: number;
-  getRecord(id: string): Promise<JobRecord | undefined>;
+  /** The job's record and its revision, or `undefined` when it has none (queued, unknown, deleted). */
   readRecord(id: string): Promise<VersionedRecord | undefined>;
-  /** Writes unconditionally; resolves to the new revision. */
-  putRecord(record: JobRecord): Promise<number>;
   /**
    * Writes only if the record is still at `revision` (0: only if there is none). Resolves to the
-   * new revision, or `undefined` when someone else wrote it first.
+   * new revision, or `undefined` when someone else wrote it first. Only `transitions.ts` calls it.
    */
-  updateRecord(record: JobRecord, revision: number): Promise<number | undefined>;
+  writeRecord(record: JobRecord, revision: number): Promise<number | undefined>;
   /** Stores a response body held in memory (small ones go in the record: nothing is written) and says where it went. */
   putBody(id: string, body: Uint8Array): Promise<PutBody>;
   /** Stores a response body as it streams in, in the Object Store. Rejects (and keeps nothing) if `body` errors. */
@@ -91,9 +87,9 @@ function isWrongRevision(err: unknown): boolean {
   );
 }
 
-export function createJobStore(options: JobStoreOptions): JobStore {
-  const { jobs, results, bodies } = options;
-  const maxKvBodyBytes = options.maxPayloadBytes - KV_HEADROOM_BYTES;
+export function createJobStore(context: JetStreamContext): JobStore {
+  const { jobs, results, bodies } = context;
+  const maxKvBodyBytes = context.maxPayloadBytes - KV_HEADROOM_BYTES;
 
   async function readRecord(id: string): Promise<VersionedRecord | undefined> {
     const entry = await jobs.get(id);
@@ -103,17 +99,11 @@ export function createJobStore(options: JobStoreOptions): JobStore {
   }
 
   return {
+    context,
     maxKvBodyBytes,
-
-    async getRecord(id) {
-      return (await readRecord(id))?.record;
-    },
-
     readRecord,
 
-    putRecord: (record) => jobs.put(record.id, encodeRecord(record)),
-
-    async updateRecord(record, revision) {
+    async writeRecord(record, revision) {
       try {
         // `create` also succeeds over a deleted or purged record, which `previousSeq: 0` would refuse.
         if (revision === 0) return await jobs.create(record.id, encodeRecord(record));

@@ -8,6 +8,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { messageOf } from "../errors.js";
 import type { Logger } from "../log.js";
 
 export interface NatsClientOptions {
@@ -29,6 +30,11 @@ export interface NatsClient {
   /** Resolves with the connection once the first connect and `onConnect` have succeeded. */
   readonly ready: Promise<NatsConnection>;
   close(): Promise<void>;
+}
+
+/** The one log line for a NATS that cannot be reached at start. */
+function unreachableLine(where: string, err: unknown, retryDelayMs: number): string {
+  return `cannot reach NATS JetStream at ${where} (${messageOf(err)}); is a nats-server with JetStream running? (start one with: nats-server -js) — retrying every ${retryDelayMs / 1000}s`;
 }
 
 export function createNatsClient(options: NatsClientOptions): NatsClient {
@@ -98,8 +104,7 @@ export function createNatsClient(options: NatsClientOptions): NatsClient {
           connection = undefined;
         }
         failures += 1;
-        const reason = err instanceof Error ? err.message : String(err);
-        const line = `cannot reach NATS JetStream at ${where} (${reason}); is a nats-server with JetStream running? (start one with: nats-server -js) — retrying every ${retryDelayMs / 1000}s`;
+        const line = unreachableLine(where, err, retryDelayMs);
         if (failures === 1) log.error({ err }, line);
         else log.debug({ attempt: failures }, line);
         await sleep(retryDelayMs, undefined, { signal: closing.signal }).catch(() => undefined);

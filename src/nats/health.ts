@@ -3,8 +3,17 @@
  * how many jobs wait and run per route (metrics). Each is one or a few API requests, bounded by
  * a short timeout so a slow server makes a probe fail rather than hang.
  */
-import type { QueueDepth } from "../admin/metrics.js";
-import type { JetStreamContext } from "./provision.js";
+import { messageOf } from "../errors.js";
+import type { JetStreamContext } from "./context.js";
+
+/** A route consumer's counts, as JetStream reports them. */
+export interface QueueDepth {
+  readonly route: string;
+  /** Jobs waiting for a worker (consumer `num_pending`). */
+  readonly pending: number;
+  /** Jobs handed to a worker and not yet acked (consumer `num_ack_pending`). */
+  readonly inFlight: number;
+}
 
 /** Bound on one health question: a Kubernetes probe gives up after 1 s by default, answer before it does. */
 export const HEALTH_TIMEOUT_MS = 750;
@@ -28,13 +37,13 @@ export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Pr
  */
 export async function checkJetStream(context: JetStreamContext, timeoutMs = HEALTH_TIMEOUT_MS): Promise<void> {
   const { jsm, names } = context;
-  const streams = [names.stream, `KV_${names.jobsBucket}`, `KV_${names.resultsBucket}`];
+  const streams = [names.stream, names.jobsBucketStream, names.resultsBucketStream];
   await Promise.all(
     streams.map(async (stream) => {
       try {
         await withTimeout(jsm.streams.info(stream), timeoutMs);
       } catch (err) {
-        throw new Error(`stream ${stream}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        throw new Error(`stream ${stream}: ${messageOf(err)}`, { cause: err });
       }
     }),
   );

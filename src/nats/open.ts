@@ -8,23 +8,9 @@ import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { toJetStreamNames } from "./names.js";
-import type { JetStreamContext } from "./provision.js";
-
-/** A stream or bucket slowlane needs is not there: no proxy or worker has run with this prefix yet. */
-export class NotProvisionedError extends Error {
-  readonly prefix: string;
-  readonly missing: readonly string[];
-
-  constructor(prefix: string, missing: readonly string[]) {
-    super(
-      `nothing provisioned for stream prefix ${prefix} yet (missing: ${missing.join(", ")}); ` +
-        "a slowlane proxy or worker creates it on start",
-    );
-    this.name = new.target.name;
-    this.prefix = prefix;
-    this.missing = missing;
-  }
-}
+import { NotProvisionedError } from "../errors.js";
+import { maxPayloadOf } from "./context.js";
+import type { JetStreamContext } from "./context.js";
 
 async function exists(jsm: JetStreamManager, stream: string): Promise<boolean> {
   try {
@@ -42,7 +28,7 @@ export async function openJetStream(nc: NatsConnection, prefix: string): Promise
   const names = toJetStreamNames(prefix);
   const jsm = await jetstreamManager(nc);
   const js = jetstream(nc);
-  const streams = [names.stream, names.deadStream, `KV_${names.jobsBucket}`, `KV_${names.resultsBucket}`, `OBJ_${names.bodiesStore}`];
+  const streams = [names.stream, names.deadStream, names.jobsBucketStream, names.resultsBucketStream, names.bodiesStoreStream];
   const found = await Promise.all(streams.map((s) => exists(jsm, s)));
   const missing = streams.filter((_, i) => !found[i]);
   if (missing.length > 0) throw new NotProvisionedError(prefix, missing);
@@ -53,6 +39,6 @@ export async function openJetStream(nc: NatsConnection, prefix: string): Promise
     kvm.open(names.resultsBucket),
     new Objm(js).open(names.bodiesStore),
   ]);
-  const maxPayloadBytes = nc.info?.max_payload ?? 1024 * 1024;
+  const maxPayloadBytes = maxPayloadOf(nc);
   return { nc, js, jsm, names, jobs, results, bodies, maxPayloadBytes, createdConsumers: [], consumerRoutes: [] };
 }

@@ -12,36 +12,19 @@ import {
   RetentionPolicy,
   StorageType,
 } from "@nats-io/jetstream";
-import type { ConsumerConfig, JetStreamClient, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
+import type { ConsumerConfig, JetStreamManager, StreamConfig } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import type { KV } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
-import type { ObjectStore } from "@nats-io/obj";
 import { nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Config, RouteConfig } from "../config/index.js";
 import { toJetStreamNames } from "./names.js";
 import type { JetStreamNames } from "./names.js";
+import { maxPayloadOf } from "./context.js";
+import type { JetStreamContext } from "./context.js";
 
-/** Everything the proxy and the workers use to talk to JetStream, opened once per connection. */
-export interface JetStreamContext {
-  readonly nc: NatsConnection;
-  readonly js: JetStreamClient;
-  readonly jsm: JetStreamManager;
-  readonly names: JetStreamNames;
-  readonly jobs: KV;
-  readonly results: KV;
-  readonly bodies: ObjectStore;
-  /** The server's max_payload: the largest message, request body and envelope included. */
-  readonly maxPayloadBytes: number;
-  /** Routes whose consumer this set-up had to create (first start, or a server that lost its state). */
-  readonly createdConsumers: readonly string[];
-  /**
-   * Every route that has a consumer in the stream, configured or not: a route removed from the
-   * config (by a reload, or before a restart) may still have queued jobs to work and to look up.
-   */
-  readonly consumerRoutes: readonly string[];
-}
+
+
 
 /** Duplicate window for `Nats-Msg-Id`: a retried publish of the same job within it is stored once. */
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
@@ -99,7 +82,7 @@ async function ensureStream(jsm: JetStreamManager, wanted: WantedStream): Promis
 function workQueueStream(names: JetStreamNames, replicas: number): WantedStream {
   return {
     name: names.stream,
-    subjects: [`${names.stream}.jobs.>`],
+    subjects: [names.jobsFilter],
     retention: RetentionPolicy.Workqueue,
     storage: StorageType.File,
     num_replicas: replicas,
@@ -112,7 +95,7 @@ function workQueueStream(names: JetStreamNames, replicas: number): WantedStream 
 function deadLetterStream(names: JetStreamNames, replicas: number, maxAgeMs: number): WantedStream {
   return {
     name: names.deadStream,
-    subjects: [`${names.stream}.dead.>`],
+    subjects: [names.deadFilter],
     retention: RetentionPolicy.Limits,
     storage: StorageType.File,
     num_replicas: replicas,
@@ -179,12 +162,11 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
     replicas,
     ttl: nanos(jobsAge),
   });
-  await ensureBucket(jsm, `KV_${names.jobsBucket}`, jobsAge, replicas);
-  await ensureBucket(jsm, `KV_${names.resultsBucket}`, resultsAge, replicas);
-  await ensureBucket(jsm, `OBJ_${names.bodiesStore}`, jobsAge, replicas);
+  await ensureBucket(jsm, names.jobsBucketStream, jobsAge, replicas);
+  await ensureBucket(jsm, names.resultsBucketStream, resultsAge, replicas);
+  await ensureBucket(jsm, names.bodiesStoreStream, jobsAge, replicas);
 
-  // Every server sends max_payload in its INFO; 1 MiB is nats-server's default, for the type's sake.
-  const maxPayloadBytes = nc.info?.max_payload ?? 1024 * 1024;
+  const maxPayloadBytes = maxPayloadOf(nc);
   const consumerRoutes: string[] = [];
   for await (const consumer of jsm.consumers.list(names.stream)) {
     const route = names.routeOfConsumer(consumer.name);

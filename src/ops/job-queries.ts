@@ -1,39 +1,21 @@
 /**
- * What `slowlane jobs` does to JetStream state: list job records, show one job with its queue and
- * dead-letter state, and retry failed jobs from their dead letters. Nothing here prints: the
- * command (`jobs-command.ts`) formats the results.
+ * What `slowlane jobs list|show` read from JetStream: job records, one job with its queue and
+ * dead-letter state. Nothing here prints: the command (`jobs-command.ts`) formats the results;
+ * retrying is a transition of the job's life, in `jobs/requeue.ts`.
  *
- * Retrying a failed job, in this order:
- *   1. its record goes back to `queued` (failures 0, error and expiry cleared, `retries` + 1), written
- *      only if nobody changed it since it was read. It must precede the publish: a worker that
- *      pulls a message whose record says `failed` acks it and skips it as already finished. Then
- *      every proxy is told to drop the job from its cache of finished jobs;
- *   2. the dead letter is published to the job's subject with a new `Nats-Msg-Id` (the job id may
- *      still be in the duplicate window) and the PubAck awaited; if that fails, the `failed`
- *      record is put back (unless a worker has written it meanwhile: then the message got through);
- *   3. the dead letter is deleted, by sequence, so that a new one the job may already have left
- *      after failing again is kept.
  */
-import { deleteDeadLetter, getDeadLetter, requeueDeadLetter } from "../jobs/dead-letters.js";
-import type { DeadLetter } from "../jobs/dead-letters.js";
-import { decodeEnvelope } from "../jobs/envelope.js";
+import { JobsCommandError, messageOf } from "../errors.js";
+import { getDeadLetter } from "../jobs/dead-letters.js";
 import { isJobId } from "../jobs/job-id.js";
-import type { JetStreamContext } from "../nats/provision.js";
+import type { JetStreamContext } from "../nats/context.js";
 import { isExpired, JobStatus } from "../jobs/record.js";
+import { retryJob } from "../jobs/requeue.js";
+import type { RetryOutcome } from "../jobs/requeue.js";
 import type { JobRecord } from "../jobs/record.js";
 import { createJobStore } from "../jobs/store.js";
-import type { JobStore, VersionedRecord } from "../jobs/store.js";
 
 /** Job records read from KV at once while listing. */
 const READ_CONCURRENCY = 32;
-
-/** An operational failure of a jobs command (exit 1), with a message meant for the operator. */
-export class JobsCommandError extends Error {
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = new.target.name;
-  }
-}
 
 export interface JobFilter {
   status?: string | undefined;
@@ -65,36 +47,20 @@ export interface JobDetails {
   readonly deadLetter: DeadLetterSummary | undefined;
 }
 
-export interface RetryResult {
-  readonly id: string;
-  readonly route: string;
-  /** How many times the job has been retried from its dead letter, this time included. */
-  readonly retries: number;
-  /** The `Nats-Msg-Id` of the requeued message. */
-  readonly msgId: string;
-  /** Set when the job was requeued but its dead letter could not be deleted. */
-  readonly warning?: string;
-}
-
-export type RetryOutcome = ({ ok: true } & RetryResult) | { ok: false; id: string; route: string; reason: string };
-
-/** Subjects of a stream that match `filter`, with the job's route and id taken from the last two tokens. */
+/** The jobs whose subjects in a stream match `filter`. */
 async function jobSubjects(
-  context: Pick<JetStreamContext, "jsm">,
+  context: Pick<JetStreamContext, "jsm" | "names">,
   stream: string,
   filter: string,
 ): Promise<{ route: string; id: string }[]> {
   const info = await context.jsm.streams.info(stream, { subjects_filter: filter });
-  return Object.keys(info.state.subjects ?? {}).map((subject) => {
-    const tokens = subject.split(".");
-    return { route: tokens.at(-2) ?? "", id: tokens.at(-1) ?? "" };
-  });
+  return Object.keys(info.state.subjects ?? {}).flatMap((subject) => context.names.parseJobSubject(subject) ?? []);
 }
 
 /** Jobs with a message in the work queue, of one route or all. */
 function queuedJobs(context: Pick<JetStreamContext, "jsm" | "names">, route?: string): Promise<{ route: string; id: string }[]> {
   const { names } = context;
-  return jobSubjects(context, names.stream, route ? names.routeFilter(route) : `${names.stream}.jobs.>`);
+  return jobSubjects(context, names.stream, route ? names.routeFilter(route) : names.jobsFilter);
 }
 
 async function isInQueue(context: Pick<JetStreamContext, "jsm" | "names">, route: string, id: string): Promise<boolean> {
@@ -149,8 +115,8 @@ export async function showJob(context: JetStreamContext, id: string): Promise<Jo
   if (route === undefined) {
     // No record: a queued job not started yet, or a record that has expired before its dead letter.
     const [queued, dead] = await Promise.all([
-      jobSubjects(context, names.stream, `${names.stream}.jobs.*.${id}`),
-      jobSubjects(context, names.deadStream, `${names.stream}.dead.*.${id}`),
+      jobSubjects(context, names.stream, names.jobOfIdFilter(id)),
+      jobSubjects(context, names.deadStream, names.deadOfJobFilter(id)),
     ]);
     route = queued[0]?.route ?? dead[0]?.route;
     inQueue = queued.length > 0;
@@ -169,84 +135,6 @@ export async function showJob(context: JetStreamContext, id: string): Promise<Jo
   };
 }
 
-function reason(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** The failed record and dead letter of a job that can be retried; throws the reason when it cannot. */
-async function checkRetryable(context: JetStreamContext, store: JobStore, id: string): Promise<VersionedRecord & { letter: DeadLetter }> {
-  const { names } = context;
-  const read = await store.readRecord(id);
-  if (!read) {
-    const queued = await jobSubjects(context, names.stream, `${names.stream}.jobs.*.${id}`);
-    if (queued.length > 0) throw new JobsCommandError(`job ${id} is queued (no worker has started it yet), not failed: nothing to retry`);
-    throw new JobsCommandError(`no such job: ${id}`);
-  }
-  const { record } = read;
-  if (record.status !== JobStatus.Failed) {
-    throw new JobsCommandError(`job ${id} is ${record.status}, not failed: only failed jobs can be retried`);
-  }
-  const letter = await getDeadLetter(context, record.route, id);
-  if (!letter) {
-    throw new JobsCommandError(`job ${id} failed but has no dead letter (it has expired, or was already retried): it cannot be retried`);
-  }
-  // A body too large for a message is in the Object Store (the claim check); it may have expired first.
-  const storedBody = decodeEnvelope(letter.headers)?.storedBody;
-  if (storedBody !== undefined) {
-    const body = await context.bodies.info(storedBody.name);
-    if (!body || body.deleted) throw new JobsCommandError(`job ${id}: its request body has expired: it cannot be retried`);
-  }
-  return { ...read, letter };
-}
-
-/** Puts a failed job back in the work queue from its dead letter (see the top of this file). */
-export async function retryJob(context: JetStreamContext, id: string, now = Date.now()): Promise<RetryResult> {
-  if (!isJobId(id)) throw new JobsCommandError(`no such job: ${id} (not a job id)`);
-  const store = createJobStore(context);
-  const { record, revision, letter } = await checkRetryable(context, store, id);
-
-  // 1. The record first: queued, a clean slate of failures, attempts kept for the history.
-  const retries = (record.retries ?? 0) + 1;
-  const { error: _error, expiresAt: _expiresAt, ...kept } = record;
-  const requeued: JobRecord = { ...kept, status: JobStatus.Queued, failures: 0, retries, updatedAt: now };
-  const queuedRevision = await store.updateRecord(requeued, revision);
-  if (queuedRevision === undefined) {
-    throw new JobsCommandError(`job ${id} changed while it was being retried (another retry?); see: slowlane jobs show ${id}`);
-  }
-
-  // Proxies cache final records: the notice that makes them forget a canceled job makes them forget
-  // the failed one. Sent now, while no worker can be running the job (a worker aborts a running call
-  // on this notice), and before the message, so no proxy can cache the failed record again after it.
-  context.nc.publish(context.names.cancelSubject(id));
-
-  // 2. The request back in the work queue. The dead letter's sequence makes the msg id unique per
-  // dead letter, so two retries of the same dead letter can never queue the job twice.
-  const msgId = `${id}.retry.${letter.seq}`;
-  try {
-    const ack = await requeueDeadLetter(context, letter, msgId);
-    if (ack.duplicate && !(await isInQueue(context, record.route, id))) {
-      throw new JobsCommandError(
-        `job ${id}: this dead letter was requeued less than 2 minutes ago and that message is gone; try again in 2 minutes`,
-      );
-    }
-  } catch (err) {
-    // Put the failed record back, unless a worker wrote the record meanwhile (the message got through).
-    const restored = await store.updateRecord(record, queuedRevision).then(
-      (written) => (written === undefined ? "a worker has picked it up meanwhile" : "its record is failed again"),
-      (restoreErr: unknown) => `restoring its failed record failed too: ${reason(restoreErr)}`,
-    );
-    if (err instanceof JobsCommandError) throw new JobsCommandError(`${err.message} (${restored})`, { cause: err });
-    throw new JobsCommandError(`job ${id} could not be requeued: ${reason(err)} (${restored})`, { cause: err });
-  }
-
-  // 3. The dead letter, by sequence: a newer one (the job failed again already) stays.
-  const warning = await deleteDeadLetter(context, record.route, id, letter.seq).then(
-    () => undefined,
-    (err: unknown) => `requeued, but its dead letter could not be deleted (it expires by itself): ${reason(err)}`,
-  );
-  return { id, route: record.route, retries, msgId, ...(warning ? { warning } : {}) };
-}
-
 /**
  * Retries every failed job (of one route, or all) whose result has not expired yet. Each job is
  * retried on its own: one that cannot be retried is reported and does not stop the others.
@@ -260,7 +148,7 @@ export async function retryFailedJobs(context: JetStreamContext, route?: string,
     try {
       outcomes.push({ ok: true, ...(await retryJob(context, job.id, now)) });
     } catch (err) {
-      outcomes.push({ ok: false, id: job.id, route: job.route, reason: reason(err) });
+      outcomes.push({ ok: false, id: job.id, route: job.route, reason: messageOf(err) });
     }
   }
   return outcomes;

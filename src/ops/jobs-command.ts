@@ -6,13 +6,15 @@
 import { parseArgs } from "node:util";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { loadConfig } from "../config/index.js";
+import { loadConfig, ROUTE_NAME_PATTERN } from "../config/index.js";
 import type { Config } from "../config/index.js";
-import { ConfigError } from "../errors.js";
+import { ConfigError, NatsUnavailableError, UsageError, messageOf } from "../errors.js";
+
 import { openJetStream } from "../nats/open.js";
-import type { JetStreamContext } from "../nats/provision.js";
+import type { JetStreamContext } from "../nats/context.js";
 import { JobStatus } from "../jobs/record.js";
-import { listJobs, retryFailedJobs, retryJob, showJob } from "./job-queries.js";
+import { retryJob } from "../jobs/requeue.js";
+import { listJobs, retryFailedJobs, showJob } from "./job-queries.js";
 import type { JobDetails, JobListing } from "./job-queries.js";
 
 export const JOBS_USAGE = `usage: slowlane jobs <subcommand> [--config FILE]
@@ -32,7 +34,6 @@ exit status: 0 ok, 1 the operation failed (no such job, not failed, NATS unreach
 
 /** How long connecting to NATS may take before the command gives up. */
 const CONNECT_TIMEOUT_MS = 5_000;
-const ROUTE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** Longer error messages are cut in the table (`--json` has them whole). */
 const MAX_TABLE_ERROR_CHARS = 100;
 
@@ -49,8 +50,6 @@ export interface JobsCommandOptions {
   output: CommandOutput;
   env?: NodeJS.ProcessEnv;
 }
-
-class UsageError extends Error {}
 
 type Invocation =
   | { command: "list"; status: string | undefined; route: string | undefined; json: boolean }
@@ -76,7 +75,7 @@ function parseInvocation(argv: string[]): { invocation: Invocation | "help"; con
   if (values.help || sub === undefined || sub === "help") return { invocation: "help", configFile };
 
   const { status, route, json = false, "all-failed": allFailed = false } = values;
-  if (route !== undefined && !ROUTE_NAME.test(route)) throw new UsageError(`--route: "${route}" is not a route name`);
+  if (route !== undefined && !ROUTE_NAME_PATTERN.test(route)) throw new UsageError(`--route: "${route}" is not a route name`);
   const refuse = (option: string, used: unknown) => {
     if (used !== undefined && used !== false) throw new UsageError(`${option} does not apply to "jobs ${sub}"`);
   };
@@ -198,17 +197,13 @@ async function execute(context: JetStreamContext, invocation: Invocation, output
   }
 }
 
-function reason(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
 async function connectOnce(config: Config): Promise<NatsConnection> {
   const servers = config.nats.servers.join(", ");
   try {
     // No reconnecting: an ops command fails fast and says why, where the proxy would keep trying.
     return await connect({ servers: [...config.nats.servers], name: "slowlane-jobs", timeout: CONNECT_TIMEOUT_MS, reconnect: false });
   } catch (err) {
-    throw new Error(`cannot reach NATS at ${servers} (${reason(err)}); is a nats-server with JetStream running?`, { cause: err });
+    throw new NatsUnavailableError(`cannot reach NATS at ${servers} (${messageOf(err)}); is a nats-server with JetStream running?`, { cause: err });
   }
 }
 
@@ -220,7 +215,7 @@ export async function runJobsCommand(argv: string[], options: JobsCommandOptions
     parsed = parseInvocation(argv);
   } catch (err) {
     // parseArgs' own errors (unknown option, missing value) are usage errors too.
-    output.err(`slowlane jobs: ${reason(err)}\n\n${JOBS_USAGE}`);
+    output.err(`slowlane jobs: ${messageOf(err)}\n\n${JOBS_USAGE}`);
     return 2;
   }
   if (parsed.invocation === "help") {
@@ -250,7 +245,7 @@ export async function runJobsCommand(argv: string[], options: JobsCommandOptions
     const context = await openJetStream(nc, config.nats.stream);
     return await execute(context, parsed.invocation, output);
   } catch (err) {
-    output.err(`slowlane jobs: ${reason(err)}`);
+    output.err(`slowlane jobs: ${messageOf(err)}`);
     return 1;
   } finally {
     await nc?.close().catch(() => undefined);

@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
 import type { Duplex } from "node:stream";
 import { createProxyServer } from "http-proxy-3";
-import { UpstreamUnreachableError } from "../errors.js";
+import { BackendUnreachableError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { dropHopByHop } from "../shared/hop-by-hop.js";
 import { sendProblem } from "../shared/problem.js";
@@ -35,7 +35,7 @@ export function createPassthrough(options: { upstream: string; log: Logger }): P
   proxy.on("error", (err, req, target) => {
     log.warn({ err, method: req.method, url: req.url }, "upstream unreachable for a passthrough request");
     if (target && "writeHead" in target) {
-      sendProblem(target as ServerResponse, new UpstreamUnreachableError("the upstream could not be reached", { cause: err }));
+      sendProblem(target as ServerResponse, new BackendUnreachableError("the upstream could not be reached", { cause: err }));
     } else {
       (target as Duplex | undefined)?.destroy();
     }

@@ -1,10 +1,11 @@
 /**
- * The one place errors become HTTP answers: `application/problem+json` (RFC 9457). A
- * SlowlaneError says its own status and detail; anything else is a 500 whose detail stays in
- * the log, never in the answer.
+ * The one place errors become HTTP answers: `application/problem+json` (RFC 9457). A SlowlaneError
+ * whose code has an HTTP status (see `ERRORS`) says its own status and detail; anything else is a
+ * 500 whose detail stays in the log, never in the answer.
  */
 import type { ServerResponse } from "node:http";
-import { ErrorCodes, SlowlaneError, MethodNotAllowedError } from "../errors.js";
+import { ErrorCodes, ERRORS, MethodNotAllowedError, SlowlaneError } from "../errors.js";
+import type { ErrorCode } from "../errors.js";
 import type { Logger } from "../log.js";
 
 export interface ProblemBody {
@@ -16,21 +17,25 @@ export interface ProblemBody {
   [extension: string]: unknown;
 }
 
+/** The problem `type` of a code: a URN, stable as the code itself (the README's error table explains each). */
+export function problemType(code: ErrorCode): string {
+  return `urn:slowlane:error:${code}`;
+}
+
+/** A client-facing error: a SlowlaneError whose code has an HTTP status. */
+function isPublic(err: unknown): err is SlowlaneError & { statusCode: number } {
+  return err instanceof SlowlaneError && err.statusCode !== undefined;
+}
+
 export function toProblem(err: unknown): ProblemBody {
-  if (err instanceof SlowlaneError) {
-    return {
-      ...err.extensions,
-      type: "about:blank",
-      title: err.title,
-      status: err.statusCode,
-      detail: err.message,
-      code: err.code,
-    };
+  if (isPublic(err)) {
+    return { ...err.extensions, type: problemType(err.code), title: err.title, status: err.statusCode, detail: err.message, code: err.code };
   }
+  const internal = ERRORS[ErrorCodes.INTERNAL];
   return {
-    type: "about:blank",
-    title: "Internal Server Error",
-    status: 500,
+    type: problemType(ErrorCodes.INTERNAL),
+    title: internal.title,
+    status: internal.status ?? 500,
     detail: "an unexpected error occurred; it has been logged",
     code: ErrorCodes.INTERNAL,
   };
@@ -44,7 +49,7 @@ export interface SendProblemOptions {
 
 export function sendProblem(res: ServerResponse, err: unknown, options: SendProblemOptions = {}): void {
   const problem = toProblem(err);
-  if (!(err instanceof SlowlaneError)) options.log?.error({ err }, "unexpected error while answering a request");
+  if (!isPublic(err)) options.log?.error({ err }, "unexpected error while answering a request");
   if (res.headersSent) {
     res.destroy();
     return;
@@ -62,12 +67,7 @@ export function sendProblem(res: ServerResponse, err: unknown, options: SendProb
 }
 
 /** A small JSON answer with an exact Content-Length. */
-export function sendJson(
-  res: ServerResponse,
-  status: number,
-  value: unknown,
-  headers: Record<string, string | number> = {},
-): void {
+export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string | number> = {}): void {
   const body = JSON.stringify(value);
   res.writeHead(status, {
     "content-type": "application/json",

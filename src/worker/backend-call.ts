@@ -10,7 +10,7 @@
 import { Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { Agent, request } from "undici";
-import { UpstreamTimeoutError, UpstreamUnreachableError } from "../errors.js";
+import { BackendTimeoutError, BackendUnreachableError } from "../errors.js";
 import { toHeaderPairs, withoutHopByHop } from "../shared/hop-by-hop.js";
 import type { JobRequest } from "../jobs/envelope.js";
 
@@ -21,8 +21,8 @@ export interface BackendResponse {
   /** A header's value (lower-case name), for the ones the worker reads itself (Retry-After). */
   header(name: string): string | undefined;
   /**
-   * The body as it arrives. Iterating it throws {@link UpstreamTimeoutError} or
-   * {@link UpstreamUnreachableError} when the call times out or the connection breaks mid-body.
+   * The body as it arrives. Iterating it throws {@link BackendTimeoutError} or
+   * {@link BackendUnreachableError} when the call times out or the connection breaks mid-body.
    */
   readonly body: AsyncIterable<Uint8Array>;
   /** Drops the rest of the body and frees the connection. */
@@ -57,10 +57,10 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
   const timeout = AbortSignal.timeout(timeoutMs);
   const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
   const classify = (err: unknown): unknown => {
-    if (timeout.aborted) return new UpstreamTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
+    if (timeout.aborted) return new BackendTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
     if (options.signal?.aborted) return options.signal.reason ?? err;
     const reason = err instanceof Error ? describeNetworkError(err) : String(err);
-    return new UpstreamUnreachableError(`the backend could not be reached: ${reason}`, { cause: err });
+    return new BackendUnreachableError(`the backend could not be reached: ${reason}`, { cause: err });
   };
 
   const headers = [...job.headers];

@@ -18,9 +18,9 @@ import { decodeEnvelope, toEnvelopeHeaders } from "../../src/jobs/envelope.js";
 import type { JobRequest } from "../../src/jobs/envelope.js";
 import { createJobId } from "../../src/jobs/job-id.js";
 import { provision } from "../../src/nats/provision.js";
-import type { JetStreamContext } from "../../src/nats/provision.js";
+import type { JetStreamContext } from "../../src/nats/context.js";
 import { JobStatus } from "../../src/jobs/record.js";
-import { createJobStore } from "../../src/jobs/store.js";
+import { getRecord, putRecord } from "../helpers/records.js";
 import { startTestBackend } from "../helpers/backend.js";
 import type { TestBackend } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
@@ -89,7 +89,6 @@ describe("slowlane jobs on hand-made jobs", () => {
     file = writeConfigFile(doc);
     nc = await connect({ servers: env.nats.url });
     ctx = await provision(nc, makeConfig(doc), { consumers: true });
-    const store = createJobStore(ctx);
 
     // A job whose two attempts failed, left as a worker leaves it.
     failed = await accept("reports", "the body");
@@ -98,7 +97,7 @@ describe("slowlane jobs on hand-made jobs", () => {
     if (!msg) throw new Error("no message");
     await putDeadLetter(ctx, failed, msg);
     const now = Date.now();
-    await store.putRecord({
+    await putRecord(ctx, {
       id: failed.id,
       route: "reports",
       status: JobStatus.Failed,
@@ -112,7 +111,7 @@ describe("slowlane jobs on hand-made jobs", () => {
     msg.term();
 
     running = createJobId();
-    await store.putRecord({ id: running, route: "exports", status: JobStatus.Running, attempts: 1, createdAt: now, updatedAt: now });
+    await putRecord(ctx, { id: running, route: "exports", status: JobStatus.Running, attempts: 1, createdAt: now, updatedAt: now });
     waiting = await accept("exports", "later");
   });
 
@@ -161,7 +160,7 @@ describe("slowlane jobs on hand-made jobs", () => {
     expect(back).not.toBeNull();
     expect(decodeEnvelope(back!.header)).toEqual(failed);
     expect(new TextDecoder().decode(back!.data)).toBe("the body");
-    const record = await createJobStore(ctx).getRecord(failed.id);
+    const record = await getRecord(ctx, failed.id);
     expect(record).toMatchObject({ status: "queued", attempts: 2, failures: 0, retries: 1 });
     expect(record?.error).toBeUndefined();
     expect(await getDeadLetter(ctx, "reports", failed.id)).toBeUndefined();

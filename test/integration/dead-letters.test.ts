@@ -10,13 +10,17 @@ import { deleteDeadLetter, getDeadLetter, putDeadLetter } from "../../src/jobs/d
 import { decodeEnvelope, toEnvelopeHeaders } from "../../src/jobs/envelope.js";
 import type { JobRequest } from "../../src/jobs/envelope.js";
 import { createJobId } from "../../src/jobs/job-id.js";
-import { NotProvisionedError, openJetStream } from "../../src/nats/open.js";
+import { NotProvisionedError } from "../../src/errors.js";
+import { openJetStream } from "../../src/nats/open.js";
 import { provision } from "../../src/nats/provision.js";
-import type { JetStreamContext } from "../../src/nats/provision.js";
-import { JobsCommandError, listJobs, retryFailedJobs, retryJob, showJob } from "../../src/ops/job-queries.js";
+import type { JetStreamContext } from "../../src/nats/context.js";
+import { JobsCommandError } from "../../src/errors.js";
+import { retryJob } from "../../src/jobs/requeue.js";
+import { listJobs, retryFailedJobs, showJob } from "../../src/ops/job-queries.js";
 import { JobStatus } from "../../src/jobs/record.js";
 import type { JobRecord } from "../../src/jobs/record.js";
 import { createJobStore, requestObjectName } from "../../src/jobs/store.js";
+import { getRecord, putRecord } from "../helpers/records.js";
 import { startNatsServer } from "../helpers/nats.js";
 import type { NatsServer } from "../helpers/nats.js";
 import { makeConfig, uniqueStream } from "../helpers/slowlane.js";
@@ -84,13 +88,13 @@ async function failNextJob(ctx: JetStreamContext, route: string, previous?: JobR
     expiresAt: now + 3_600_000,
     error: { code: "SLOWLANE_UPSTREAM_UNREACHABLE", message: "connect ECONNREFUSED 127.0.0.1:9" },
   };
-  await createJobStore(ctx).putRecord(record);
+  await putRecord(ctx, record);
   msg.term();
   return record;
 }
 
 async function record(ctx: JetStreamContext, id: string): Promise<Record<string, unknown> | undefined> {
-  const r = await createJobStore(ctx).getRecord(id);
+  const r = await getRecord(ctx, id);
   return r as Record<string, unknown> | undefined;
 }
 
@@ -163,7 +167,7 @@ describe("retrying a failed job", () => {
     expect(await getDeadLetter(ctx, "reports", job.id)).toBeUndefined();
 
     // It fails again, and is retried again: a new msg id, so the duplicate window does not swallow it.
-    const again = await failNextJob(ctx, "reports", (await createJobStore(ctx).getRecord(job.id))!);
+    const again = await failNextJob(ctx, "reports", (await getRecord(ctx, job.id))!);
     expect(again).toMatchObject({ retries: 1 });
     const second = await retryJob(ctx, job.id);
     expect(second.retries).toBe(2);
@@ -174,14 +178,13 @@ describe("retrying a failed job", () => {
 
   it("refuses a job that is not failed, has no dead letter, is not started, or does not exist", async () => {
     const ctx = await setUp("refuse");
-    const store = createJobStore(ctx);
     const now = Date.now();
     const running = createJobId();
-    await store.putRecord({ id: running, route: "reports", status: JobStatus.Running, attempts: 1, createdAt: now, updatedAt: now });
+    await putRecord(ctx, { id: running, route: "reports", status: JobStatus.Running, attempts: 1, createdAt: now, updatedAt: now });
     await expect(retryJob(ctx, running)).rejects.toThrow(`job ${running} is running, not failed`);
 
     const noLetter = createJobId();
-    await store.putRecord({
+    await putRecord(ctx, {
       id: noLetter,
       route: "reports",
       status: JobStatus.Failed,
@@ -202,7 +205,6 @@ describe("retrying a failed job", () => {
 
   it("refuses a job whose claim-checked request body has expired, and requeues one whose body is there", async () => {
     const ctx = await setUp("claim");
-    const store = createJobStore(ctx);
     const ids: string[] = [];
     for (const keepBody of [false, true]) {
       const accepted = await accept(ctx, "reports", "");
@@ -210,10 +212,10 @@ describe("retrying a failed job", () => {
       const job: JobRequest = { ...accepted, storedBody };
       const consumer = await ctx.js.consumers.get(ctx.names.stream, ctx.names.consumer("reports"));
       const msg = await consumer.next({ expires: 5_000 });
-      if (keepBody) await store.putRequestBody(storedBody.name, new Blob(["big"]).stream());
+      if (keepBody) await createJobStore(ctx).putRequestBody(storedBody.name, new Blob(["big"]).stream());
       await putDeadLetter(ctx, job, { headers: toEnvelopeHeaders(job), data: new Uint8Array(0) });
       const now = Date.now();
-      await store.putRecord({ id: job.id, route: "reports", status: JobStatus.Failed, attempts: 1, failures: 1, createdAt: now, updatedAt: now });
+      await putRecord(ctx, { id: job.id, route: "reports", status: JobStatus.Failed, attempts: 1, failures: 1, createdAt: now, updatedAt: now });
       msg!.term();
       ids.push(job.id);
     }

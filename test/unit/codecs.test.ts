@@ -5,7 +5,7 @@ import { createJobId, isJobId } from "../../src/jobs/job-id.js";
 import { toJetStreamNames } from "../../src/nats/names.js";
 import { decodeRecord, encodeRecord, isExpired, toStatusBody } from "../../src/jobs/record.js";
 import type { JobRecord } from "../../src/jobs/record.js";
-import { backoffDelayMs, parseRetryAfterMs, retryDelayMs } from "../../src/worker/retry-policy.js";
+import { backoffDelayMs, parseRetryAfterMs, retryDelayMs } from "../../src/shared/retry-policy.js";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 
 describe("job ids", () => {

@@ -1,0 +1,68 @@
+/**
+ * The result URL: the backend's response replayed exactly (status, headers, body bytes), or the
+ * job's failure as problem+json. Small bodies come from the record or the cache; large ones are
+ * streamed from the Object Store.
+ */
+import type { ServerResponse } from "node:http";
+import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { ErrorCodes, JobCanceledError, JobExpiredError, NatsUnavailableError, SlowlaneError, errorKindOf } from "../errors.js";
+import type { ErrorCode } from "../errors.js";
+import type { Logger } from "../log.js";
+import { JobStatus } from "../jobs/record.js";
+import type { JobRecord, StoredResponse } from "../jobs/record.js";
+import type { JobStore } from "../jobs/store.js";
+import { sendProblem } from "../shared/problem.js";
+import type { ResultCache } from "./result-cache.js";
+
+export interface ResultDeps {
+  log: Logger;
+  cache: ResultCache;
+  store: () => JobStore | undefined;
+}
+
+/** The failure a failed job's result URL answers with: the stored code, its status from the one table. */
+function toFailureError(record: JobRecord): SlowlaneError {
+  const failure = record.error ?? { code: ErrorCodes.UPSTREAM_UNREACHABLE, message: "the backend never answered" };
+  // A code written by another version that this one does not know is still a gateway failure.
+  const code = (errorKindOf(failure.code).status === undefined ? ErrorCodes.UPSTREAM_UNREACHABLE : failure.code) as ErrorCode;
+  const extensions = { attempts: record.attempts, ...(failure.upstreamStatus ? { upstreamStatus: failure.upstreamStatus } : {}) };
+  return new SlowlaneError(code, failure.message, { extensions });
+}
+
+async function readBody(deps: ResultDeps, record: JobRecord, response: StoredResponse): Promise<Uint8Array | ReadableStream<Uint8Array>> {
+  const store = deps.store();
+  if (!store) throw new NatsUnavailableError("the result store is unavailable, retry later");
+  let body: Uint8Array | ReadableStream<Uint8Array> | undefined;
+  try {
+    body = await store.getBody(record.id, response);
+  } catch (err) {
+    throw new NatsUnavailableError("the result store did not answer, retry later", { cause: err });
+  }
+  if (!body) throw new JobExpiredError();
+  if (body instanceof Uint8Array) deps.cache.set(record, body);
+  return body;
+}
+
+/** Sends a final job's result. */
+export async function sendResult(deps: ResultDeps, res: ServerResponse, record: JobRecord, cachedBody: Uint8Array | undefined): Promise<void> {
+  if (record.status === JobStatus.Canceled) throw new JobCanceledError();
+  if (record.status === JobStatus.Failed) {
+    sendProblem(res, toFailureError(record), { headers: { "x-slowlane-job-status": record.status } });
+    return;
+  }
+  const response = record.response;
+  if (!response) throw new Error(`completed job ${record.id} has no response`);
+  const body = cachedBody ?? (await readBody(deps, record, response));
+  res.writeHead(response.status, [...response.headers, "content-length", String(response.bodyBytes)]);
+  if (body instanceof Uint8Array) {
+    res.end(body);
+    return;
+  }
+  Readable.fromWeb(body as WebReadableStream<Uint8Array>)
+    .on("error", (err) => {
+      deps.log.error({ err, job: record.id }, "streaming a stored body failed");
+      res.destroy(err);
+    })
+    .pipe(res);
+}
