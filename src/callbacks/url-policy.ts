@@ -14,8 +14,8 @@ import type { LookupAddress, LookupOptions } from "node:dns";
 import { isIP } from "node:net";
 import type { LookupFunction } from "node:net";
 import { isPrivateAddress } from "./private-address.js";
-import { compileCallbackPattern, matchesCallbackPattern } from "./url-pattern.js";
-import type { CallbackPattern } from "./url-pattern.js";
+import { compileCallbackPattern, matchesCallbackPattern } from "../config/url-pattern.js";
+import type { CallbackPattern } from "../config/url-pattern.js";
 
 export { isPrivateAddress } from "./private-address.js";
 

@@ -55,7 +55,7 @@ export function describeConfig(config: Config): string {
   const lines = [
     `listen:    ${formatAddress(config.listen)}`,
     `upstream:  ${config.upstream}`,
-    `nats:      ${config.nats.servers.join(", ")} (stream prefix ${config.nats.stream}, ackWait ${formatDuration(config.nats.ackWaitMs)}, replicas ${config.nats.replicas})`,
+    `nats:      ${config.nats.embedded ? `embedded nats-server, store ${config.nats.embedded.storeDir}` : config.nats.servers.join(", ")} (stream prefix ${config.nats.stream}, ackWait ${formatDuration(config.nats.ackWaitMs)}, replicas ${config.nats.replicas})`,
     `admin:     ${formatAddress(config.admin.listen)} (/healthz, /readyz, /metrics)`,
     `shutdown:  ${formatDuration(config.shutdownTimeoutMs)} to finish work in flight`,
     `jobs:      ${config.jobs.path}/<id>`,

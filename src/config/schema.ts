@@ -6,7 +6,9 @@
 import { z } from "zod";
 import { DURATION_PATTERN, formatDuration, parseDuration } from "./duration.js";
 import { formatSize, parseSize, SIZE_PATTERN } from "./size.js";
-import type { BackoffConfig, Config, RouteConfig } from "./types.js";
+import { AsyncModes } from "./types.js";
+import type { BackoffConfig, CallbacksConfig, Config, NatsAuthConfig, NatsTlsConfig, RouteConfig } from "./types.js";
+import { compileCallbackPattern } from "./url-pattern.js";
 import { isRecord } from "../shared/guards.js";
 
 /** Methods a route may list: a closed list, so a typo (`POTS`) is an error instead of a route that never matches. */
@@ -32,7 +34,18 @@ const DEFAULTS = {
   replicas: 1,
   admin: "0.0.0.0:9090",
   shutdownTimeout: "25s",
+  owner: ["authorization"],
+  wait: "0s",
+  async: "always",
+  storeDir: ".slowlane/nats",
+  maxConnections: 10_000,
+  maxInflightBodySize: "64MiB",
 } as const;
+
+/** `nats.servers: embedded`: slowlane starts its own nats-server. */
+const EMBEDDED = "embedded";
+/** The longest a request may be held for its job to finish (route `wait`, `Prefer: wait`). */
+export const MAX_WAIT_MS = 60_000;
 
 /** A route name: it becomes a NATS subject token and a consumer name. */
 export const ROUTE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
@@ -86,7 +99,8 @@ function duration(limits: { min?: number; max?: number } = {}) {
     .string({ error: typeError })
     .regex(DURATION_PATTERN, { error: (issue) => `${showValue(issue.input)} is not a duration (use 30s, 10m, 2h)` })
     .transform((text, ctx) => {
-      const ms = parseDuration(text);
+      // Zero is a duration only where the key allows it (`wait: 0s`: do not wait).
+      const ms = min === 0 && /^0+(\.0+)?(ms|s|m|h|d)$/.test(text) ? 0 : parseDuration(text);
       if (ms !== undefined && ms >= min && ms <= max) return ms;
       const message =
         ms === undefined
@@ -303,6 +317,59 @@ const DEFAULT_BACKOFF: BackoffConfig = {
   jitter: DEFAULTS.backoff.jitter,
 };
 
+/** `owner`: header names, or `cookie:<name>`. */
+const ownerEntry = z
+  .string({ error: explain((input) => `must be a header name or cookie:<name>, got ${showValue(input)}`) })
+  .regex(/^(cookie:[!#$%&'*+.^_`|~0-9A-Za-z-]+|[!#$%&'*+.^_`|~0-9A-Za-z-]+)$/i, {
+    error: (issue) => `${showValue(issue.input)} is not a header name or cookie:<name> (e.g. authorization, x-api-key, cookie:session)`,
+  })
+  .transform((entry) => (entry.toLowerCase().startsWith("cookie:") ? `cookie:${entry.slice(7)}` : entry.toLowerCase()));
+const owner = z
+  .array(ownerEntry, { error: explain((input) => `must be a list like [authorization], or [] for no binding, got ${showValue(input)}`) })
+  .transform((list) => [...new Set(list)]);
+
+/** Headers a client must never be handed through `resultHeaders` (they describe the connection or the body). */
+const RESERVED_RESULT_HEADERS = new Set(["content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer", "te"]);
+const resultHeaders = z
+  .record(
+    z.string().regex(HEADER_NAME_PATTERN, { error: (issue) => `${showValue(issue.input)} is not a header name` }),
+    z.string({ error: explain((input) => `must be a header value (a string), got ${showValue(input)}`) }).regex(/^[\t\x20-\x7e\x80-\xff]*$/, {
+      error: "must not contain control characters",
+    }),
+    { error: explain((input) => `must be a mapping of header names to values, got ${showValue(input)}`) },
+  )
+  .superRefine((map, ctx) => {
+    for (const name of Object.keys(map)) {
+      if (RESERVED_RESULT_HEADERS.has(name.toLowerCase())) {
+        ctx.addIssue({ code: "custom", path: [name], message: `"${name}" cannot be set on results (it describes the connection or the body)` });
+      }
+    }
+  })
+  .transform((map) => Object.entries(map).map(([name, value]) => [name.toLowerCase(), value] as const));
+
+const asyncMode = z.enum(AsyncModes, { error: explain((input) => `must be always or prefer, got ${showValue(input)}`) });
+
+const callbackPattern = z
+  .string({ error: explain((input) => `must be a URL pattern like https://hooks.example.com/**, got ${showValue(input)}`) })
+  .superRefine((pattern, ctx) => {
+    try {
+      compileCallbackPattern(pattern);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: err instanceof Error ? err.message : String(err) });
+    }
+  });
+const callbacks = z
+  .strictObject(
+    {
+      allow: z.array(callbackPattern, { error: explain((input) => `must be a list of URL patterns, got ${showValue(input)}`) }).min(1, {
+        error: "must list at least one URL pattern",
+      }),
+      secretFile: z.string({ error: explain((input) => `must be the path of a file holding whsec_<base64>, got ${showValue(input)}`) }).min(1),
+    },
+    { error: mapping("callbacks") },
+  )
+  .transform((c): CallbacksConfig => ({ allow: c.allow, secretFile: c.secretFile }));
+
 /** Route settings: every key a route may set and `defaults` may set for all of them. */
 const settings = {
   timeout: duration({ max: MAX_TIMER_MS }),
@@ -314,6 +381,12 @@ const settings = {
   retryOn,
   maxBodySize: size(MAX_BODY_BYTES),
   maxResponseSize: size(MAX_BODY_BYTES),
+  owner,
+  resultHeaders,
+  deadline: duration({ min: 1_000, max: MAX_TIMER_MS }),
+  wait: duration({ min: 0, max: MAX_WAIT_MS }),
+  async: asyncMode,
+  callbacks,
 };
 
 type Settings = Omit<RouteConfig, "name" | "methods" | "path">;
@@ -323,15 +396,60 @@ function toRetryAfterS(ms: number): number {
   return Math.max(1, Math.ceil(ms / 1_000));
 }
 
+const filePath = (what: string) =>
+  z.string({ error: explain((input) => `must be the path of ${what}, got ${showValue(input)}`) }).min(1, { error: `must be the path of ${what}` });
+
+const natsTls = z
+  .strictObject(
+    { ca: filePath("a CA certificate (PEM)").optional(), cert: filePath("a client certificate (PEM)").optional(), key: filePath("a client key (PEM)").optional() },
+    { error: mapping("nats.tls") },
+  )
+  .transform((t): NatsTlsConfig => ({ ca: t.ca, cert: t.cert, key: t.key }));
+
+const natsAuth = z
+  .strictObject(
+    {
+      credsFile: filePath("a .creds file").optional(),
+      nkeyFile: filePath("an nkey seed file").optional(),
+      user: z.string({ error: explain((input) => `must be a user name, got ${showValue(input)}`) }).min(1).optional(),
+      passwordFile: filePath("a file holding the password").optional(),
+      tokenFile: filePath("a file holding the token").optional(),
+    },
+    { error: mapping("nats.auth") },
+  )
+  .superRefine((a, ctx) => {
+    const methods = [a.credsFile && "credsFile", a.nkeyFile && "nkeyFile", (a.user || a.passwordFile) && "user", a.tokenFile && "tokenFile"].filter(Boolean);
+    if (methods.length > 1) ctx.addIssue({ code: "custom", message: `use one of credsFile, nkeyFile, user + passwordFile or tokenFile, not ${methods.join(" and ")}` });
+    if ((a.user === undefined) !== (a.passwordFile === undefined)) ctx.addIssue({ code: "custom", message: "user and passwordFile go together" });
+  })
+  .transform((a): NatsAuthConfig => ({ credsFile: a.credsFile, nkeyFile: a.nkeyFile, user: a.user, passwordFile: a.passwordFile, tokenFile: a.tokenFile }));
+
 const natsSection = z.strictObject(
   {
-    servers: servers.prefault(DEFAULTS.natsServers),
+    servers: z.union([z.literal(EMBEDDED), servers], { error: serversError }).prefault(DEFAULTS.natsServers),
+    storeDir: filePath("a directory for the embedded nats-server's JetStream store").default(DEFAULTS.storeDir),
     stream: stream.default(DEFAULTS.stream),
     ackWait: duration({ min: 100, max: MAX_TIMER_MS }).prefault(DEFAULTS.ackWait),
     replicas: wholeNumber(1, 5).default(DEFAULTS.replicas),
+    tls: natsTls.optional(),
+    auth: natsAuth.optional(),
   },
   { error: mapping("nats") },
 );
+
+const serverSection = z
+  .strictObject(
+    {
+      maxConnections: wholeNumber(0, 1_000_000).default(DEFAULTS.maxConnections),
+      maxInflightBodySize: size(MAX_BODY_BYTES).prefault(DEFAULTS.maxInflightBodySize),
+    },
+    { error: mapping("server") },
+  )
+  .transform((s) => ({ maxConnections: s.maxConnections, maxInflightBodyBytes: s.maxInflightBodySize }));
+
+const securitySection = z
+  .strictObject({ keyFile: filePath("a key file (make one with: slowlane keygen > FILE)").optional() }, { error: mapping("security") })
+  .transform((s) => ({ keyFile: s.keyFile }));
 
 const defaultsSection = z
   .strictObject(
@@ -345,6 +463,12 @@ const defaultsSection = z
       retryOn: settings.retryOn.default(DEFAULTS.retryOn),
       maxBodySize: settings.maxBodySize.prefault(DEFAULTS.maxBodySize),
       maxResponseSize: settings.maxResponseSize.prefault(DEFAULTS.maxResponseSize),
+      owner: settings.owner.default([...DEFAULTS.owner]),
+      resultHeaders: settings.resultHeaders.prefault({}),
+      deadline: settings.deadline.optional(),
+      wait: settings.wait.prefault(DEFAULTS.wait),
+      async: settings.async.default(DEFAULTS.async),
+      callbacks: settings.callbacks.optional(),
     },
     { error: mapping("defaults") },
   )
@@ -359,6 +483,12 @@ const defaultsSection = z
       retryOn: d.retryOn,
       maxBodyBytes: d.maxBodySize,
       maxResponseBytes: d.maxResponseSize,
+      owner: d.owner,
+      resultHeaders: d.resultHeaders,
+      deadlineMs: d.deadline,
+      waitMs: d.wait,
+      async: d.async,
+      callbacks: d.callbacks,
     }),
   );
 
@@ -379,6 +509,12 @@ const route = z.strictObject(
     retryOn: settings.retryOn.optional(),
     maxBodySize: settings.maxBodySize.optional(),
     maxResponseSize: settings.maxResponseSize.optional(),
+    owner: settings.owner.optional(),
+    resultHeaders: settings.resultHeaders.optional(),
+    deadline: settings.deadline.optional(),
+    wait: settings.wait.optional(),
+    async: settings.async.optional(),
+    callbacks: settings.callbacks.optional(),
   },
   { error: explain((input) => `a route must be a mapping with at least name and path, got ${showValue(input)}`) },
 );
@@ -399,8 +535,16 @@ function resolveRoute(r: RouteInput, defaults: Settings): RouteConfig {
     retryOn: r.retryOn ?? defaults.retryOn,
     maxBodyBytes: r.maxBodySize ?? defaults.maxBodyBytes,
     maxResponseBytes: r.maxResponseSize ?? defaults.maxResponseBytes,
+    owner: r.owner ?? defaults.owner,
+    resultHeaders: r.resultHeaders ?? defaults.resultHeaders,
+    deadlineMs: r.deadline ?? defaults.deadlineMs,
+    waitMs: r.wait ?? defaults.waitMs,
+    async: r.async ?? defaults.async,
+    callbacks: r.callbacks ?? defaults.callbacks,
   };
 }
+
+const DEFAULT_ADMIN_LISTEN = parseListen(DEFAULTS.admin) as { host: string; port: number };
 
 /** The whole file. Its output is the resolved {@link Config} before environment overrides (`NATS_URL`). */
 export const configSchema = z
@@ -410,7 +554,9 @@ export const configSchema = z
       upstream: upstream.prefault(DEFAULTS.upstream),
       nats: natsSection.prefault({}),
       jobs: z.strictObject({ path: jobsPath.prefault(DEFAULTS.jobsPath) }, { error: mapping("jobs") }).prefault({}),
-      admin: z.strictObject({ listen: listen.prefault(DEFAULTS.admin) }, { error: mapping("admin") }).prefault({}),
+      admin: z.strictObject({ listen: listen.optional() }, { error: mapping("admin") }).prefault({}),
+      server: serverSection.prefault({}),
+      security: securitySection.prefault({}),
       shutdownTimeout: duration({ max: MAX_TIMER_MS }).prefault(DEFAULTS.shutdownTimeout),
       log: z
         .strictObject(
@@ -433,8 +579,18 @@ export const configSchema = z
     (c): Config => ({
       listen: c.listen,
       upstream: c.upstream,
-      nats: { servers: c.nats.servers, stream: c.nats.stream, ackWaitMs: c.nats.ackWait, replicas: c.nats.replicas },
-      admin: c.admin,
+      nats: {
+        servers: c.nats.servers === EMBEDDED ? [] : c.nats.servers,
+        embedded: c.nats.servers === EMBEDDED ? { storeDir: c.nats.storeDir } : undefined,
+        stream: c.nats.stream,
+        ackWaitMs: c.nats.ackWait,
+        replicas: c.nats.replicas,
+        tls: c.nats.tls,
+        auth: c.nats.auth,
+      },
+      admin: { listen: c.admin.listen ?? DEFAULT_ADMIN_LISTEN, listenExplicit: c.admin.listen !== undefined },
+      server: c.server,
+      security: c.security,
       shutdownTimeoutMs: c.shutdownTimeout,
       jobs: c.jobs,
       log: { redactHeaders: [...new Set(c.log.redactHeaders.map((h) => h.toLowerCase()))] },

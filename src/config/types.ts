@@ -42,6 +42,54 @@ export interface RouteConfig {
   readonly maxBodyBytes: number;
   /** Largest backend response stored, in bytes; a larger one fails the job (RESPONSE_TOO_LARGE). */
   readonly maxResponseBytes: number;
+  /**
+   * What identifies the caller, for binding a job to it: lower-case request header names
+   * (`authorization`, `x-api-key`) or `cookie:<name>`. A status, result or cancel request must present
+   * the same values (else 404). Empty: jobs of this route are not bound.
+   */
+  readonly owner: readonly string[];
+  /** Extra headers sent on this route's result answers, as [name, value] pairs (names lower-case). */
+  readonly resultHeaders: readonly (readonly [string, string])[];
+  /** Milliseconds a job may wait in the queue before its first call; past it the job fails unsent. `undefined`: no limit. */
+  readonly deadlineMs: number | undefined;
+  /** Milliseconds the accept waits for the job to finish and replays its response; 0 answers 202 at once. */
+  readonly waitMs: number;
+  /** `always`: every matching request becomes a job; `prefer`: only those sent with `Prefer: respond-async`. */
+  readonly async: AsyncMode;
+  /** Signed completion callbacks (`X-Callback-Url`); `undefined`: the header is refused. */
+  readonly callbacks: CallbacksConfig | undefined;
+}
+
+export const AsyncModes = ["always", "prefer"] as const;
+export type AsyncMode = (typeof AsyncModes)[number];
+
+export interface CallbacksConfig {
+  /** URL patterns a callback URL must match (`*`: one host label or path segment, `:*` any port, `**` any path rest). */
+  readonly allow: readonly string[];
+  /** File holding the signing secret, `whsec_<base64>` (Standard Webhooks). */
+  readonly secretFile: string;
+}
+
+/** Files that hold what connecting to NATS needs; secrets never sit in the config itself. */
+export interface NatsTlsConfig {
+  /** CA certificate file (PEM) that the server's certificate must chain to. */
+  readonly ca: string | undefined;
+  /** Client certificate file (PEM), for servers that verify clients. */
+  readonly cert: string | undefined;
+  /** Client key file (PEM). */
+  readonly key: string | undefined;
+}
+
+export interface NatsAuthConfig {
+  /** A `.creds` file (JWT and nkey seed). */
+  readonly credsFile: string | undefined;
+  /** An nkey seed file. */
+  readonly nkeyFile: string | undefined;
+  /** User name, with `passwordFile`. */
+  readonly user: string | undefined;
+  readonly passwordFile: string | undefined;
+  /** A file holding a token. */
+  readonly tokenFile: string | undefined;
 }
 
 export interface Config {
@@ -55,8 +103,15 @@ export interface Config {
   /** Base URL of the slow backend, absolute http(s), no query or fragment, no trailing slash. */
   readonly upstream: string;
   readonly nats: {
-    /** NATS server URLs, at least one; `NATS_URL` (comma-separated) replaces the file's list. */
+    /**
+     * NATS server URLs, at least one; `NATS_URL` (comma-separated) replaces the file's list. Empty when
+     * {@link embedded} is set: slowlane then starts its own nats-server and connects to it.
+     */
     readonly servers: readonly string[];
+    /** `nats.servers: embedded`: a private nats-server child process with JetStream under `storeDir`. */
+    readonly embedded: { readonly storeDir: string } | undefined;
+    readonly tls: NatsTlsConfig | undefined;
+    readonly auth: NatsAuthConfig | undefined;
     /** Prefix of every JetStream stream, consumer and bucket name, `^[A-Za-z0-9_-]{1,32}$`. */
     readonly stream: string;
     /** Milliseconds JetStream waits for a worker's ack (or heartbeat) before redelivering the job. */
@@ -67,6 +122,19 @@ export interface Config {
   /** The admin HTTP server: /healthz, /readyz, /metrics. */
   readonly admin: {
     readonly listen: { readonly host: string; readonly port: number };
+    /** False when `admin.listen` is the default: a port in use then falls back to a free one (several processes per host). */
+    readonly listenExplicit: boolean;
+  };
+  /** Limits of the proxy's HTTP server that protect its memory. */
+  readonly server: {
+    /** Connections the proxy holds at most; more are refused at once. 0: no limit. */
+    readonly maxConnections: number;
+    /** Request body bytes the proxy holds in memory at once across all accepts; past it, 503 with Retry-After. */
+    readonly maxInflightBodyBytes: number;
+  };
+  readonly security: {
+    /** File of base64 32-byte keys, one per line (the first encrypts and signs); `SLOWLANE_KEY_FILE` wins. */
+    readonly keyFile: string | undefined;
   };
   /** Milliseconds a stopping process lets accepts and backend calls in flight finish before handing them back. */
   readonly shutdownTimeoutMs: number;

@@ -34,13 +34,29 @@ const DEFAULT_SETTINGS = {
   retryOn: [],
   maxBodyBytes: 32 * MiB,
   maxResponseBytes: 256 * MiB,
+  owner: ["authorization"],
+  resultHeaders: [],
+  deadlineMs: undefined,
+  waitMs: 0,
+  async: "always" as const,
+  callbacks: undefined,
 };
 
 const DEFAULT_CONFIG: Config = {
   listen: { host: "0.0.0.0", port: 8080 },
   upstream: "http://127.0.0.1:3000",
-  nats: { servers: ["nats://127.0.0.1:4222"], stream: "SLOWLANE", ackWaitMs: 30_000, replicas: 1 },
-  admin: { listen: { host: "0.0.0.0", port: 9090 } },
+  nats: {
+    servers: ["nats://127.0.0.1:4222"],
+    embedded: undefined,
+    stream: "SLOWLANE",
+    ackWaitMs: 30_000,
+    replicas: 1,
+    tls: undefined,
+    auth: undefined,
+  },
+  admin: { listen: { host: "0.0.0.0", port: 9090 }, listenExplicit: false },
+  server: { maxConnections: 10_000, maxInflightBodyBytes: 64 * MiB },
+  security: { keyFile: undefined },
   shutdownTimeoutMs: 25_000,
   jobs: { path: "/_slowlane/jobs" },
   log: { redactHeaders: [] },
@@ -53,6 +69,8 @@ describe("the example file config/slowlane.yaml", () => {
     const config = loadConfig(exampleFile, {});
     expect(config).toEqual({
       ...DEFAULT_CONFIG,
+      // The example runs an embedded nats-server, so that `npm start` needs nothing else.
+      nats: { ...DEFAULT_CONFIG.nats, servers: [], embedded: { storeDir: ".slowlane/nats" } },
       routes: [
         {
           name: "reports",
@@ -641,7 +659,8 @@ describe("describeConfig", () => {
     const text = describeConfig(loadConfig(exampleFile, {}));
     expect(text).toContain("listen:    0.0.0.0:8080");
     expect(text).toContain("upstream:  http://127.0.0.1:3000");
-    expect(text).toContain("nats://127.0.0.1:4222 (stream prefix SLOWLANE, ackWait 30s, replicas 1)");
+    // The example runs an embedded nats-server, so that `npm start` needs nothing else.
+    expect(text).toContain("embedded nats-server, store .slowlane/nats (stream prefix SLOWLANE, ackWait 30s, replicas 1)");
     expect(text).toContain("admin:     0.0.0.0:9090");
     expect(text).toContain("retryOn none, maxBodySize 32MiB, maxResponseSize 256MiB");
     expect(text).toContain("jobs:      /_slowlane/jobs/<id>");
@@ -686,6 +705,8 @@ describe("configJsonSchema", () => {
       "nats",
       "jobs",
       "admin",
+      "server",
+      "security",
       "shutdownTimeout",
       "log",
       "defaults",

@@ -16,6 +16,12 @@ function route(name: string, path: string, methods?: string[]): RouteConfig {
     retryOn: [],
     maxBodyBytes: 1_024,
     maxResponseBytes: 1_024,
+    owner: [],
+    resultHeaders: [],
+    deadlineMs: undefined,
+    waitMs: 0,
+    async: "always",
+    callbacks: undefined,
   };
 }
 

@@ -51,9 +51,21 @@ function validate(schema: Schema, value: unknown, path = "$"): string[] {
         if (isObject(value) && arg === false) {
           const known = Object.keys((schema.properties ?? {}) as Schema);
           for (const key of Object.keys(value)) if (!known.includes(key)) errors.push(`${path}: unknown key ${key}`);
+        } else if (isObject(arg)) {
+          const known = Object.keys((schema.properties ?? {}) as Schema);
+          if (isObject(value)) for (const [key, v] of Object.entries(value)) if (!known.includes(key)) errors.push(...validate(arg, v, `${path}.${key}`));
         } else if (arg !== false) {
           throw new Error(`additionalProperties ${JSON.stringify(arg)} not supported by the test's validator`);
         }
+        break;
+      case "propertyNames":
+        if (isObject(value)) for (const key of Object.keys(value)) errors.push(...validate(arg as Schema, key, `${path}[${JSON.stringify(key)}]`));
+        break;
+      case "const":
+        if (value !== arg) errors.push(`${path}: not ${JSON.stringify(arg)}`);
+        break;
+      case "enum":
+        if (!(arg as unknown[]).includes(value)) errors.push(`${path}: not one of ${JSON.stringify(arg)}`);
         break;
       case "required":
         if (isObject(value)) for (const key of arg as string[]) if (!(key in value)) errors.push(`${path}: ${key} missing`);
