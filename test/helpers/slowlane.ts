@@ -1,6 +1,7 @@
 /**
  * Starting slowlane in tests: in-process (`startApp`, logs captured as parsed pino lines) or as a
- * real child process of the built CLI (`spawnSlowlane`), for tests that kill it.
+ * real child process of the built CLI (`spawnSlowlane`), for tests that kill it. A file whose tests
+ * share one slowlane starts it with `useSlowlane` (use-slowlane.ts), which builds on `startApp`.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -84,11 +85,10 @@ export interface StartAppOptions {
 
 /**
  * Starts slowlane in this process, logs captured. `startApp(config, "worker")` is short for
- * `startApp(config, { role: "worker" })`.
+ * `startApp(config, { role: "worker" })`; a test file with one slowlane uses `useSlowlane` instead.
  */
-export async function startApp(config: Config, options: Role | StartAppOptions = {}, legacyDrainMs?: number, legacy: StartAppOptions = {}): Promise<TestApp> {
-  const named = typeof options === "string" ? { role: options, drainMs: legacyDrainMs, ...legacy } : options;
-  const { role = "run", drainMs = 2_000, serverLimits } = named;
+export async function startApp(config: Config, options: Role | StartAppOptions = {}): Promise<TestApp> {
+  const { role = "run", drainMs = 2_000, serverLimits } = typeof options === "string" ? { role: options } : options;
   const sink = createLogSink();
   const log = createLogger({ level: "debug", destination: sink.stream, redactHeaders: config.log.redactHeaders });
   const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs, ...(serverLimits ? { serverLimits } : {}) });
