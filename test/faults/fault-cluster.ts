@@ -5,6 +5,7 @@
  */
 import { rmSync } from "node:fs";
 import { dirname } from "node:path";
+import { JOBS } from "../helpers/jobs.js";
 import { getFreePort, startNatsServer } from "../helpers/nats.js";
 import type { NatsServer } from "../helpers/nats.js";
 import { spawnSlowlane, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
@@ -15,7 +16,6 @@ import type { ProxyClient } from "./proxy-client.js";
 import { pick } from "./random.js";
 import type { Random } from "./random.js";
 
-export const JOBS_PATH = "/_slowlane/jobs";
 /** A well-formed id no job has: the proxy answers 404 once it can read JetStream, 503 before. */
 const PROBE_ID = "AAAAAAAAAAAAAAAAAAAAAA";
 /** How long a process may take to come back (start-up on two busy cores, NATS recovering its store). */
@@ -116,7 +116,7 @@ export async function startFaultCluster(options: FaultClusterOptions): Promise<F
     const proxyCanAccept = (): Promise<unknown> =>
       waitFor(
         async () => {
-          const answer = await client.send("GET", `${JOBS_PATH}/${PROBE_ID}`).catch(() => undefined);
+          const answer = await client.send("GET", `${JOBS}/${PROBE_ID}`).catch(() => undefined);
           return answer?.status === 404;
         },
         { timeoutMs: RECOVERY_TIMEOUT_MS, intervalMs: 50, what: "the proxy to read JetStream again" },

@@ -8,7 +8,7 @@
  *   failed      final with an error: 0 expected with attempts: 100
  *   duplicates  backend calls beyond the first for one accepted job: at-least-once, reported only
  *
- * Used by `faults.test.ts` (CI size) and `soak.ts` (bigger, parameters from the environment).
+ * Used by `fault-injection.test.ts` (CI size) and `soak.ts` (bigger, parameters from the environment).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

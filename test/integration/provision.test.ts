@@ -10,9 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { provision } from "../../src/nats/provision.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
 let nc: NatsConnection;
 
@@ -89,17 +87,14 @@ describe("state lives in JetStream", () => {
 
     const replica = await startApp(makeConfig(doc), "proxy");
     await replica.app.ready;
-    const queued = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+    const queued = await replica.status(id);
     expect(queued.status).toBe(202);
     expect(queued.body).toMatchObject({ id, status: "queued", attempts: 0, route: "reports" });
     expect(env.backend.callsTo("/reports/q3")).toHaveLength(0);
 
     const worker = await startApp(makeConfig(doc), "worker");
     try {
-      const done = await waitFor(async () => {
-        const res = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
-        return res.status === 303 ? res : undefined;
-      });
+      const done = await replica.waitFinal(id);
       expect(done.body).toMatchObject({ status: "completed", attempts: 1, responseStatus: 200 });
       expect(env.backend.callsTo("/reports/q3")).toHaveLength(1);
     } finally {
@@ -135,7 +130,7 @@ describe("state lives in JetStream", () => {
     const replica = await startApp(onlyKeep, "proxy");
     await replica.app.ready;
     try {
-      const queued = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+      const queued = await replica.status(id);
       expect(queued.status).toBe(202);
       expect(queued.body).toMatchObject({ id, status: "queued", route: "gone" });
       // Requests on the removed route's path now pass through.
@@ -143,10 +138,7 @@ describe("state lives in JetStream", () => {
 
       const worker = await startApp(onlyKeep, "worker");
       try {
-        const done = await waitFor(async () => {
-          const res = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
-          return res.status === 303 ? res : undefined;
-        });
+        const done = await replica.waitFinal(id);
         expect(done.body).toMatchObject({ status: "completed", route: "gone" });
         expect(env.backend.callsTo("/gone/x?tag=orphan")).toHaveLength(1);
         expect(worker.logs.some((l) => l.msg === "working the queued jobs of routes no longer in the config")).toBe(true);
