@@ -23,7 +23,7 @@ import type { Dispatcher } from "undici";
 import { BackendUnreachableError, BadRequestError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { dropHopByHop, withoutHopByHop } from "../shared/hop-by-hop.js";
-import { sendProblem, toProblem } from "../shared/problem.js";
+import { sendProblem, sendProblemOnSocket } from "../shared/problem.js";
 import { parseRequestTarget } from "./normalize-path.js";
 
 export interface Passthrough {
@@ -227,7 +227,7 @@ function createUpgradeProxy(upstream: string, log: Logger): Passthrough["ws"] {
       }
       req.url = parseRequestTarget(req.url ?? "/");
     } catch (err) {
-      refuseUpgrade(socket, err);
+      sendProblemOnSocket(socket, err);
       return;
     }
     dropHopByHop(req.headers, KEEP_UPGRADE);
@@ -236,12 +236,3 @@ function createUpgradeProxy(upstream: string, log: Logger): Passthrough["ws"] {
   };
 }
 
-/** A problem+json answer written on the raw socket of an upgrade request, then the socket closed. */
-function refuseUpgrade(socket: Duplex, err: unknown): void {
-  const problem = toProblem(err);
-  const body = JSON.stringify(problem);
-  socket.end(
-    `HTTP/1.1 ${problem.status} ${problem.title}\r\ncontent-type: application/problem+json\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
-  );
-}

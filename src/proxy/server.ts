@@ -11,9 +11,9 @@ import { BadRequestError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { AcceptHandler } from "./accept.js";
 import type { JobsHandler } from "./job-endpoints.js";
-import { normalizeTarget, pathVariants, toOriginForm } from "./normalize-path.js";
+import { normalizeTarget, parseRequestTarget, pathVariants, toOriginForm } from "./normalize-path.js";
 import type { Passthrough } from "./passthrough.js";
-import { sendProblem } from "../shared/problem.js";
+import { sendProblem, sendProblemOnSocket } from "../shared/problem.js";
 
 export interface HttpHandlers {
   accept: AcceptHandler;
@@ -99,6 +99,26 @@ function countHosts(rawHeaders: readonly string[]): number {
 }
 
 /**
+ * The async route an upgrade request's path (normalised, or any spelling of it) would match, if any. A
+ * target that cannot be parsed is left to passthrough, which refuses it.
+ */
+function asyncRouteOfUpgrade(method: string, target: string, match: RouteMatcher): string | undefined {
+  let pathname: string;
+  try {
+    const url = parseRequestTarget(target);
+    const q = url.indexOf("?");
+    pathname = q === -1 ? url : url.slice(0, q);
+  } catch {
+    return undefined;
+  }
+  for (const path of [pathname, ...pathVariants(pathname)]) {
+    const route = match(method, path);
+    if (route) return route.name;
+  }
+  return undefined;
+}
+
+/**
  * `config` may be a getter: the config in force is then read per request, so a reload swaps the routes at once
  * (the matcher is compiled once per config). `jobs.path` is read once: changing it needs a restart.
  */
@@ -167,7 +187,16 @@ export function createHttpServer(
   // Content-Length past them would reach the upstream as an unframed body, that is, as a second
   // request (smuggling). Unlimited here; the head size limit bounds the count anyway.
   server.maxHeadersCount = 0;
-  server.on("upgrade", (req, socket, head) => handlers.passthrough.ws(req, socket, head));
+  server.on("upgrade", (req, socket, head) => {
+    // A WebSocket cannot be a job: an upgrade on an async route's path would reach the backend
+    // synchronously, past the queue and its concurrency cap. Refused, as any spelling of that path.
+    const route = asyncRouteOfUpgrade(req.method ?? "GET", req.url ?? "/", matcher());
+    if (route !== undefined) {
+      sendProblemOnSocket(socket, new BadRequestError(`the path of async route "${route}" cannot be upgraded to a WebSocket`));
+      return;
+    }
+    handlers.passthrough.ws(req, socket, head);
+  });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     log.debug({ err }, "malformed request from a client");
     // As Node does: no answer on top of a response already started (a pipelined request that

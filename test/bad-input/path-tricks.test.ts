@@ -27,6 +27,7 @@ beforeAll(async () => {
         { name: "reports", methods: ["POST"], path: "/reports/**" },
         { name: "daily", methods: ["POST"], path: "/daily" },
         { name: "pairs", methods: ["POST"], path: "/pairs/*/x" },
+        { name: "feeds", methods: ["GET"], path: "/feeds/**" },
       ],
     }),
   );
@@ -127,5 +128,28 @@ describe("passthrough paths", () => {
     const exchange = await sendRaw(port, head("GET /./_slowlane/jobs/../jobs/not-an-id HTTP/1.1", H), { finalResponses: 1 });
     expect(exchange.last?.status).toBe(404);
     expect(JSON.parse(exchange.last?.body.toString() ?? "{}")).toMatchObject({ code: "SLOWLANE_JOB_NOT_FOUND" });
+  });
+});
+
+describe("WebSocket upgrades on an async route's path", () => {
+  it.each([
+    ["as sent", "/feeds/live"],
+    ["with a dot segment", "/./feeds/live"],
+    ["with an encoded letter", "/%66eeds/live"],
+  ])("%s (%s) → 400, never tunnelled to the backend past the queue", async (_name, target) => {
+    const tag = uniqueTag("ws");
+    const raw = head(
+      `GET ${target}?t=${tag} HTTP/1.1`,
+      H,
+      "Connection: Upgrade",
+      "Upgrade: websocket",
+      "Sec-WebSocket-Version: 13",
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    );
+    const exchange = await sendRaw(port, raw, { finalResponses: 1 });
+    expect(exchange.last?.status).toBe(400);
+    expect(JSON.parse(exchange.last?.body.toString() ?? "{}")).toMatchObject({ code: "SLOWLANE_BAD_REQUEST" });
+    await probe();
+    expect(callsWith(tag)).toEqual([]);
   });
 });
