@@ -4,6 +4,7 @@
  * retrying is a transition of the job's life, in `jobs/requeue.ts`.
  *
  */
+import { Kvm } from "@nats-io/kv";
 import { JobsCommandError, messageOf } from "../errors.js";
 import { getDeadLetter } from "../jobs/dead-letters.js";
 import { isJobId } from "../jobs/job-id.js";
@@ -45,6 +46,40 @@ export interface JobDetails {
   /** A message of this job is in the work queue (waiting, being worked, or between attempts). */
   readonly inQueue: boolean;
   readonly deadLetter: DeadLetterSummary | undefined;
+}
+
+/** A route paused in some worker process: its circuit is open there (the backend was unreachable). */
+export interface PausedRoute {
+  readonly route: string;
+  /** Worker processes where it is paused. */
+  readonly workers: number;
+  /** Epoch ms of the earliest opening among them. */
+  readonly since: number;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * The routes whose circuit is open in at least one live worker, from the circuits bucket (each
+ * worker keeps a key per open circuit fresh; a dead worker's expire). Empty when the bucket does
+ * not exist (no worker of this version has run) or cannot be read: the list is informative.
+ */
+export async function listPausedRoutes(context: Pick<JetStreamContext, "js" | "names">): Promise<PausedRoute[]> {
+  const paused = new Map<string, { workers: number; since: number }>();
+  try {
+    const kv = await new Kvm(context.js).open(context.names.circuitsBucket);
+    for await (const key of await kv.keys()) {
+      const route = context.names.routeOfCircuitKey(key);
+      const entry = route === undefined ? null : await kv.get(key);
+      if (route === undefined || !entry || entry.operation !== "PUT") continue;
+      const openedAt = Number((JSON.parse(decoder.decode(entry.value)) as { openedAt?: unknown }).openedAt);
+      const seen = paused.get(route) ?? { workers: 0, since: Infinity };
+      paused.set(route, { workers: seen.workers + 1, since: Math.min(seen.since, Number.isFinite(openedAt) ? openedAt : Date.now()) });
+    }
+  } catch {
+    return [];
+  }
+  return [...paused].map(([route, p]) => ({ route, ...p })).sort((a, b) => a.route.localeCompare(b.route));
 }
 
 /** The jobs whose subjects in a stream match `filter`. */
