@@ -125,6 +125,8 @@ function deadLetterStream(names: JetStreamNames, replicas: number, maxAgeMs: num
     storage: StorageType.File,
     num_replicas: replicas,
     max_age: nanos(maxAgeMs),
+    // JetStream refuses a duplicate window longer than max_age (a ttl under two minutes).
+    duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, maxAgeMs)),
     max_msgs_per_subject: 1,
     discard: DiscardPolicy.Old,
     allow_direct: true,
@@ -148,11 +150,15 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Par
   return false;
 }
 
-/** Makes a bucket's `max_age` and replicas what the config says; stores opened by name do not update them. */
+/**
+ * Makes a bucket's `max_age` and replicas what the config says; stores opened by name do not update
+ * them. The duplicate window follows a shorter max_age down (JetStream refuses one longer than it).
+ */
 async function ensureBucket(jsm: JetStreamManager, stream: string, maxAgeMs: number, replicas: number): Promise<void> {
   const info = await jsm.streams.info(stream);
-  if (info.config.max_age !== nanos(maxAgeMs) || info.config.num_replicas !== replicas) {
-    await jsm.streams.update(stream, { ...info.config, max_age: nanos(maxAgeMs), num_replicas: replicas });
+  const duplicateWindow = Math.min(info.config.duplicate_window, nanos(maxAgeMs));
+  if (info.config.max_age !== nanos(maxAgeMs) || info.config.num_replicas !== replicas || info.config.duplicate_window !== duplicateWindow) {
+    await jsm.streams.update(stream, { ...info.config, max_age: nanos(maxAgeMs), num_replicas: replicas, duplicate_window: duplicateWindow });
   }
 }
 
