@@ -93,8 +93,18 @@ export async function startFaultCluster(options: FaultClusterOptions): Promise<F
       upstream: options.backendUrl,
       nats: { servers: nats.url, stream, ackWait: "2s" },
       defaults: { ttl: "1h", retryAfter: "1s" },
+      // Few attempts and short backoffs: without the route's circuit, the backend's outage (a few
+      // seconds) would use up every attempt of the jobs running or queued then, and fail them.
       routes: [
-        { name: "jobs", methods: ["POST"], path: "/work/**", attempts: 100, timeout: "30s", concurrency: options.concurrency },
+        {
+          name: "jobs",
+          methods: ["POST"],
+          path: "/work/**",
+          attempts: 5,
+          timeout: "30s",
+          concurrency: options.concurrency,
+          backoff: { initial: "200ms", max: "2s" },
+        },
       ],
     });
     const proxyUrl = `http://127.0.0.1:${port}`;

@@ -47,7 +47,11 @@ describe("upstream down", () => {
     expect(done.body).toMatchObject({ status: "failed", attempts: 1, error: { code: "SLOWLANE_UPSTREAM_UNREACHABLE" } });
     const result = await slowlane.result(id);
     expect(result.status).toBe(502);
-    expect(result.body.detail).toMatch(/ECONNREFUSED/);
+    // Public bodies never carry the backend's address or the network error (issue 10 §6): the log does.
+    expect(result.body.detail).toBe("the backend could not be reached");
+    expect(done.body.error.message).toBe("the backend could not be reached");
+    const failed = slowlane.logs.find((l) => l.msg === "job failed" && l.job === id);
+    expect(failed?.detail).toMatch(/ECONNREFUSED.*127\.0\.0\.1:\d+/);
   });
 });
 

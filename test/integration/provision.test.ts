@@ -57,9 +57,22 @@ describe("provisioning", () => {
     expect(ci.config.max_ack_pending).toBe(7);
     const results = await ctx.jsm.streams.info(`KV_${stream}_results`);
     expect(results.config.max_age).toBe(nanos(2 * 3600_000));
-    // Bodies include claim-checked requests, which must outlive a running call too: ttl + timeout.
+    // Bodies include claim-checked requests, which must outlive the wait in the queue (24 h without a
+    // deadline), every attempt with its longest backoff, and then the ttl of a failed job.
     const bodies = await ctx.jsm.streams.info(`OBJ_${stream}_bodies`);
-    expect(bodies.config.max_age).toBe(nanos(2 * 3600_000 + 10 * 60_000));
+    expect(bodies.config.max_age).toBe(nanos(24 * 3600_000 + 3 * (10 * 60_000 + 60_000) + 2 * 3600_000));
+  });
+
+  it("keeps claim-checked request bodies as long as a job may wait: its deadline, every attempt, then the ttl of a failed job", async () => {
+    const stream = uniqueStream("prov");
+    const doc = { ...configDoc(stream, { ttl: "1h", timeout: "10m", attempts: 3, backoff: { max: "1m" } }), defaults: { deadline: "5m", ttl: "1h" } };
+    const ctx = await provision(nc, makeConfig(doc), { consumers: true });
+    const bodies = await ctx.jsm.streams.info(`OBJ_${stream}_bodies`);
+    expect(bodies.config.max_age).toBe(nanos(5 * 60_000 + 3 * (10 * 60_000 + 60_000) + 3600_000));
+    // Open circuits: short-lived, in memory, gone 30 s after their worker stopped rewriting them.
+    const circuits = await ctx.jsm.streams.info(`KV_${stream}_circuits`);
+    expect(circuits.config.max_age).toBe(nanos(30_000));
+    expect(circuits.config.storage).toBe("memory");
   });
 
   it("creates the dead-letter stream, and sets replicas on every stream and bucket", async () => {
@@ -69,7 +82,7 @@ describe("provisioning", () => {
     expect(dead.config.subjects).toEqual([`${stream}.dead.>`]);
     expect(dead.config.retention).toBe("limits");
     expect(dead.config.max_msgs_per_subject).toBe(1);
-    for (const name of [stream, `${stream}_dead`, `KV_${stream}_jobs`, `KV_${stream}_results`, `OBJ_${stream}_bodies`]) {
+    for (const name of [stream, `${stream}_dead`, `KV_${stream}_jobs`, `KV_${stream}_results`, `OBJ_${stream}_bodies`, `KV_${stream}_circuits`]) {
       expect((await ctx.jsm.streams.info(name)).config.num_replicas, name).toBe(1);
     }
   });
