@@ -34,10 +34,18 @@ async function advance(store: JobStore, tracked: TrackedJob, next: JobRecord): P
   return true;
 }
 
+/** What a record keeps of the request for its whole life: who sent it and, for an idempotent one, what it was. */
+function keptOf(request: Pick<JobRequest, "owner" | "fingerprint">): Pick<JobRecord, "owner" | "fingerprint"> {
+  return {
+    ...(request.owner === undefined ? {} : { owner: request.owner }),
+    ...(request.fingerprint === undefined ? {} : { fingerprint: request.fingerprint }),
+  };
+}
+
 /** What the status URL shows for a job no worker has started yet (it has no record: its message is the proof). */
-export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt">): JobRecord {
+export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt" | "owner" | "fingerprint">): JobRecord {
   const { id, route, createdAt } = request;
-  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt };
+  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt, ...keptOf(request) };
 }
 
 /** How a worker's start of a job turned out. */
@@ -63,7 +71,8 @@ export async function startJob(
   options: { firstDelivery: boolean; maxInterruptions: number; now?: number },
 ): Promise<StartOutcome> {
   const now = options.now ?? Date.now();
-  const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now };
+  // Owner and fingerprint come from the envelope, so every record of the job carries them.
+  const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now, ...keptOf(job) };
   if (options.firstDelivery) {
     const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0 };
     const revision = await store.writeRecord(record, 0);

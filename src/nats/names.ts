@@ -14,10 +14,16 @@ export interface JetStreamNames {
   readonly bodiesStore: string;
   /** Stream of dead letters: the requests of failed jobs, kept for `slowlane jobs retry`. */
   readonly deadStream: string;
+  /**
+   * KV bucket of the shared server key, used when no key file is configured: created once by the
+   * first process, read by every other. No TTL, never purged: losing it orphans every owner tag and id.
+   */
+  readonly keysBucket: string;
   /** The streams behind the buckets (`KV_<bucket>`, `OBJ_<store>`), as JetStream names them. */
   readonly jobsBucketStream: string;
   readonly resultsBucketStream: string;
   readonly bodiesStoreStream: string;
+  readonly keysBucketStream: string;
   /** Subjects of the work-queue stream (every job of every route). */
   readonly jobsFilter: string;
   /** Subjects of the dead-letter stream. */
@@ -36,6 +42,16 @@ export interface JetStreamNames {
   readonly cancelFilter: string;
   /** The job id a cancel notice is about; `undefined` for any other subject. */
   idOfCancelSubject(subject: string): string | undefined;
+  /**
+   * Subject of a job's "exists now" notice (core NATS): sent when an idempotent request makes a job
+   * under an id that may have been unknown a moment ago (its earlier job expired or was deleted), so
+   * that proxies forget the id from their short cache of unknown ids. Workers do not listen.
+   */
+  acceptedSubject(id: string): string;
+  /** What proxies subscribe to for "exists now" notices. */
+  readonly acceptedFilter: string;
+  /** The job id an "exists now" notice is about; `undefined` for any other subject. */
+  idOfAcceptedSubject(subject: string): string | undefined;
   /** Subject of one job's request: one subject per job lets any replica find a queued job by id. */
   jobSubject(route: string, id: string): string;
   /** The queued message of one job, whatever its route. */
@@ -56,16 +72,20 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
   const jobsBucket = `${prefix}_jobs`;
   const resultsBucket = `${prefix}_results`;
   const bodiesStore = `${prefix}_bodies`;
+  const keysBucket = `${prefix}_keys`;
   const cancelPrefix = `${prefix}.cancel.`;
+  const acceptedPrefix = `${prefix}.accepted.`;
   return {
     stream: prefix,
     jobsBucket,
     resultsBucket,
     bodiesStore,
     deadStream: `${prefix}_dead`,
+    keysBucket,
     jobsBucketStream: `KV_${jobsBucket}`,
     resultsBucketStream: `KV_${resultsBucket}`,
     bodiesStoreStream: `OBJ_${bodiesStore}`,
+    keysBucketStream: `KV_${keysBucket}`,
     jobsFilter: `${prefix}.jobs.>`,
     deadFilter: `${prefix}.dead.>`,
     deadSubject: (route, id) => `${prefix}.dead.${route}.${id}`,
@@ -73,6 +93,9 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     cancelSubject: (id) => `${cancelPrefix}${id}`,
     cancelFilter: `${cancelPrefix}*`,
     idOfCancelSubject: (subject) => (subject.startsWith(cancelPrefix) ? subject.slice(cancelPrefix.length) : undefined),
+    acceptedSubject: (id) => `${acceptedPrefix}${id}`,
+    acceptedFilter: `${acceptedPrefix}*`,
+    idOfAcceptedSubject: (subject) => (subject.startsWith(acceptedPrefix) ? subject.slice(acceptedPrefix.length) : undefined),
     jobSubject: (route, id) => `${prefix}.jobs.${route}.${id}`,
     jobOfIdFilter: (id) => `${prefix}.jobs.*.${id}`,
     parseJobSubject(subject) {

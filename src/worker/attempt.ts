@@ -28,6 +28,7 @@ import {
 import type { SlowlaneError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { putDeadLetter } from "../jobs/dead-letters.js";
+import { SealError } from "../security/seal.js";
 import type { JobRequest } from "../jobs/envelope.js";
 import { JobStatus } from "../jobs/record.js";
 import type { AttemptRecord, JobFailure } from "../jobs/record.js";
@@ -84,6 +85,7 @@ function outcomeOf(err: unknown): string {
   if (err instanceof BackendUnreachableError) return "unreachable";
   if (err instanceof ResponseTooLargeError) return "too_large";
   if (err instanceof RequestBodyMissingError) return "body_missing";
+  if (err instanceof SealError) return "unreadable";
   return "error";
 }
 
@@ -132,7 +134,7 @@ async function fail(run: Run, err: SlowlaneError, call?: AttemptRecord, countFai
   if (!(await failJob(deps.store, tracked, failure))) return settleLost(run);
   terminate(msg);
   const { attempts, error } = tracked.record;
-  deps.log.warn({ job: job.id, route: route.name, attempts, error }, "job failed");
+  deps.log.warn({ job: job.id, route: route.name, attempts, error, err }, "job failed");
   deps.observer?.jobFinished?.(route.name, JobStatus.Failed);
 }
 
@@ -162,7 +164,7 @@ async function begin(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg
 /** The call itself: body, backend, `retryOn`, response body into the store. Resolves once the job is completed. */
 async function callAndComplete(run: Run, signal: AbortSignal): Promise<string> {
   const { deps, job, route, msg, tracked } = run;
-  const body = job.storedBody === undefined ? msg.data : await deps.store.getRequestBody(job.storedBody.name);
+  const body = await deps.store.openRequestBody(job, msg.data);
   if (body === undefined) throw new RequestBodyMissingError();
   const request = { agent: deps.agent, upstream: deps.backendUrl(), request: job, body, timeoutMs: route.timeoutMs, signal };
   const res = await callBackend(request);
@@ -203,7 +205,7 @@ async function retryOrFail(run: Run, err: RetryableError, call: AttemptRecord): 
   if (!(await retryLater(deps.store, tracked, { error: toFailure(err), call }))) return settleLost(run);
   msg.nak(delayMs);
   const { attempts, error } = tracked.record;
-  deps.log.warn({ job: job.id, route: route.name, attempt: attempts, durationMs: call.durationMs, error, retryInMs: delayMs }, "attempt failed");
+  deps.log.warn({ job: job.id, route: route.name, attempt: attempts, durationMs: call.durationMs, error, err, retryInMs: delayMs }, "attempt failed");
 }
 
 /**
@@ -221,7 +223,7 @@ async function settleError(run: Run, err: unknown, signal: AbortSignal): Promise
   }
   const call: AttemptRecord = { attempt: run.tracked.record.attempts, startedAt, durationMs, outcome: outcomeOf(err) };
   if (isRetryable(err)) await retryOrFail(run, err, call);
-  else if (err instanceof ResponseTooLargeError || err instanceof RequestBodyMissingError) await fail(run, err, call);
+  else if (err instanceof ResponseTooLargeError || err instanceof RequestBodyMissingError || err instanceof SealError) await fail(run, err, call);
   else {
     // Not the job's fault either. If NATS takes the write, the next start does not count this one as an interruption.
     await handBack(run.deps.store, run.tracked, { durationMs, outcome: "error" }).catch(() => undefined);

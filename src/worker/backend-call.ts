@@ -59,8 +59,8 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
   const classify = (err: unknown): unknown => {
     if (timeout.aborted) return new BackendTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
     if (options.signal?.aborted) return options.signal.reason ?? err;
-    const reason = err instanceof Error ? describeNetworkError(err) : String(err);
-    return new BackendUnreachableError(`the backend could not be reached: ${reason}`, { cause: err });
+    // Generic on purpose: the message is stored and shown to clients; the cause (address, errno) goes to the log.
+    return new BackendUnreachableError("the backend could not be reached", { cause: err });
   };
 
   const headers = [...job.headers];
@@ -110,10 +110,4 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
       raw.destroy();
     },
   };
-}
-
-function describeNetworkError(err: Error): string {
-  const cause = err.cause instanceof Error ? err.cause : undefined;
-  const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? (err as NodeJS.ErrnoException).code;
-  return code ? `${code} (${cause?.message ?? err.message})` : err.message;
 }

@@ -104,7 +104,7 @@ class ForwarderState {
 
   /** Starts one delivered message; never throws (a message that is no job is terminated). */
   start(route: string, msg: JsMsg): void {
-    const job = decodeEnvelope(msg.headers);
+    const job = decodeEnvelope(msg.headers, this.options.store.sealer);
     if (!job || job.route !== route) {
       this.log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
       msg.term();

@@ -32,7 +32,7 @@ async function post(app: TestApp, path: string, key: string | undefined, headers
   const res = await req.send("body");
   expect(res.status, res.text).toBe(202);
   const id = res.body.id as string;
-  expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  expect(id).toMatch(/^[A-Za-z0-9_-]{28}$/);
   expect(res.headers.location).toBe(`${JOBS}/${id}`);
   // A replay answers `status: "queued"` whatever the job's state (sendAccepted): only id and URL are checked.
   expect(res.body).toMatchObject({ id, statusUrl: `${JOBS}/${id}` });
@@ -137,7 +137,10 @@ describe("Idempotency-Key with a worker running", () => {
     expect(new Set([alice.id, bob.id, anonymous.id]).size).toBe(3);
     expect([alice.replayed, bob.replayed, anonymous.replayed]).toEqual([undefined, undefined, undefined]);
     expect(aliceAgain).toEqual({ id: alice.id, replayed: "true" });
-    for (const job of [alice, bob, anonymous]) await waitFinal(app.url, job.id);
+    // Alice's and Bob's jobs are bound to their Authorization (route `owner`): they poll with it.
+    await waitFinal(app.url, alice.id, 15_000, { authorization: "Bearer alice" });
+    await waitFinal(app.url, bob.id, 15_000, { authorization: "Bearer bob" });
+    await waitFinal(app.url, anonymous.id);
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(3);
   });
 
