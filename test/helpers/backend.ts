@@ -7,7 +7,7 @@
  *                         the first N calls with key K answer S (default 503, with Retry-After: R if
  *                         given), later ones 200 JSON { key, calls }
  *   /echo, /echo/**       JSON echo of method, url, headers and the body (base64)
- *   /reply?size=N&status=S
+ *   /reply, /reply/**?size=N&status=S
  *                         S (default 200), N bytes (at least one marker) of text repeating the
  *                         request's `x-reply-marker` header, which is also in a set-cookie and x-reply
  *   /hang                 never answers
@@ -76,7 +76,8 @@ export async function startTestBackend(port = 0): Promise<TestBackend> {
       };
       res.on("close", finish);
       const url = new URL(req.url ?? "/", "http://backend");
-      const kind = url.pathname.startsWith("/echo/") ? "/echo" : url.pathname.startsWith("/flaky/") ? "/flaky" : url.pathname;
+      const prefixed = ["/echo", "/flaky", "/reply"].find((p) => url.pathname.startsWith(`${p}/`));
+      const kind = prefixed ?? url.pathname;
       switch (kind) {
         case "/slow": {
           const ms = Number(url.searchParams.get("ms") ?? 0);

@@ -95,7 +95,8 @@ describe("owner binding with a worker running", () => {
     const id = await submit(app, `/bound/x?tag=${tag}`, alice);
     await waitFinal(app.url, id, 15_000, alice);
 
-    for (const other of [{}, { authorization: "Bearer bob-token" }, { authorization: "bearer alice-token" }, { cookie: "authorization=Bearer alice-token" }]) {
+    const others: Record<string, string>[] = [{}, { authorization: "Bearer bob-token" }, { authorization: "bearer alice-token" }, { cookie: "authorization=Bearer alice-token" }];
+    for (const other of others) {
       await expectHidden(app, id, other);
     }
     const mine = await answersFor(app, id, alice);
@@ -112,7 +113,8 @@ describe("owner binding with a worker running", () => {
     const id = await submit(app, `/cookie/x?tag=${tag}`, { cookie: "theme=dark; session=s-123; lang=en" });
     await waitFinal(app.url, id, 15_000, { cookie: "session=s-123" });
     expect((await request(app.url).get(`${JOBS}/${id}/result`).set("cookie", "lang=fr; session=s-123")).status).toBe(200);
-    for (const other of [{}, { cookie: "session=s-124" }, { cookie: "theme=dark" }, { authorization: "session=s-123" }]) {
+    const others: Record<string, string>[] = [{}, { cookie: "session=s-124" }, { cookie: "theme=dark" }, { authorization: "session=s-123" }];
+    for (const other of others) {
       await expectHidden(app, id, other);
     }
   });
