@@ -156,8 +156,12 @@ async function persist(deps: AcceptDeps, exchange: Exchange, job: JobRequest, me
   return undefined;
 }
 
-/** Makes every replica (this one at once) forget that `id` was unknown: it names a job now. */
-function announce(store: JobStore, id: string): void {
+/**
+ * Makes every replica forget that `id` was unknown (this one at once, the others by a core NATS
+ * notice): an idempotent id may have been polled and found nowhere a moment ago.
+ */
+function announce(store: JobStore, unknownIds: UnknownIds, id: string): void {
+  unknownIds.forget(id);
   store.context.nc.publish(store.context.names.acceptedSubject(id));
 }
 
@@ -179,11 +183,6 @@ function toJob(req: IncomingMessage, route: RouteConfig, keys: ServerKeys, id: s
 export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
   const { config, log } = deps;
   const jobsPath = config.jobs.path;
-
-  function announceHere(store: JobStore, id: string): void {
-    deps.unknownIds.forget(id);
-    announce(store, id);
-  }
 
   /** Answers a repeat of an idempotent request: the job it made, unless this one differs (422). */
   function answerRepeat(exchange: Exchange, existing: ExistingJob, fingerprint: string): void {
@@ -227,7 +226,7 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
     }
     if (existing) return answerRepeat(exchange, existing, job.fingerprint ?? "");
     // An idempotent id may have been unknown a moment ago (its earlier job expired or was deleted).
-    if (job.fingerprint !== undefined) announceHere(store, job.id);
+    if (job.fingerprint !== undefined) announce(store, deps.unknownIds, job.id);
     const bodyBytes = job.storedBody?.bytes ?? ("inline" in body ? body.inline.byteLength : 0);
     log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: job.storedBody !== undefined }, "job accepted");
     sendAccepted(res, jobsPath, route, job.id);
