@@ -19,11 +19,15 @@ import { createJobStore } from "./jobs/store.js";
 import type { JobStore } from "./jobs/store.js";
 import type { JetStreamContext } from "./nats/context.js";
 import { checkJetStream, readQueueDepths } from "./nats/health.js";
+import { toJetStreamNames } from "./nats/names.js";
 import { createNatsSession } from "./nats/session.js";
 import type { NatsSession } from "./nats/session.js";
 import { startProxy } from "./proxy/proxy.js";
 import type { Proxy } from "./proxy/proxy.js";
 import type { ServerLimits } from "./proxy/server.js";
+import { describeStorage, keyFileOf, loadKeyFileSecrets, sharedKeySecrets } from "./security/key-source.js";
+import type { ServerSecrets } from "./security/key-source.js";
+import { loadOrCreateSharedKey } from "./security/server-keys.js";
 import { createForwarder } from "./worker/forwarder.js";
 import type { Forwarder } from "./worker/forwarder.js";
 
@@ -45,6 +49,8 @@ export interface SlowlaneOptions {
   configFile?: string;
   /** Reload when `configFile` changes; default true when `configFile` is given. */
   watchConfig?: boolean;
+  /** Environment for `SLOWLANE_KEY_FILE`; default `process.env`. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface Slowlane {
@@ -70,24 +76,35 @@ class Runtime {
   /** The config the forwarder last applied; behind `current` after a reload while NATS was away. */
   forwarderConfig: Config | undefined;
   closing = false;
+  /**
+   * The server keys, and the sealer when a key file is configured: read from the file at start, or
+   * (no file) the shared key read from NATS at the first set-up. Fixed for the process's life.
+   */
+  secrets: ServerSecrets | undefined;
   private readonly stores = new WeakMap<JetStreamContext, JobStore>();
 
-  constructor(config: Config) {
+  constructor(config: Config, secrets: ServerSecrets | undefined) {
     this.current = config;
+    this.secrets = secrets;
   }
 
   /** The store over a JetStream context, made once per (re)connect. */
   storeOf(context: JetStreamContext): JobStore {
     let store = this.stores.get(context);
     if (!store) {
-      store = createJobStore(context);
+      store = createJobStore(context, { sealer: this.secrets?.sealer });
       this.stores.set(context, store);
     }
     return store;
   }
 
-  /** After each set-up: the forwarder follows the config provisioned and any consumer re-created. */
-  async afterSetUp(context: JetStreamContext, config: Config): Promise<void> {
+  /** After each set-up: the shared key once (without a key file), then the forwarder follows the config and any consumer re-created. */
+  async afterSetUp(context: JetStreamContext, config: Config, log: Logger): Promise<void> {
+    if (!this.secrets && context.keyBucket) {
+      const keys = await loadOrCreateSharedKey(context.keyBucket);
+      this.secrets = sharedKeySecrets(keys);
+      log.info({ bucket: context.names.keysBucket, key: keys.primary.id }, "server key read from NATS (shared by every replica)");
+    }
     if (!this.forwarder) return;
     if (this.forwarderConfig !== config) {
       await this.forwarder.reconfigure(config);
@@ -136,16 +153,26 @@ function createReloading(options: SlowlaneOptions, runtime: Runtime, metrics: Me
   return { reloader, watcher };
 }
 
+/** The key file's secrets, or `undefined` without one (the shared key comes from NATS later); logs the storage line. */
+function loadSecrets(options: SlowlaneOptions): ServerSecrets | undefined {
+  const file = keyFileOf(options.config, options.env);
+  // A bad key file stops the start (ConfigError naming each bad line), like a bad config.
+  const secrets = file === undefined ? undefined : loadKeyFileSecrets(file);
+  const bucket = toJetStreamNames(options.config.nats.stream).keysBucket;
+  options.log.info({ encrypted: secrets !== undefined, keyFile: file }, describeStorage(file, secrets?.keys, bucket));
+  return secrets;
+}
+
 export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
   const { role, log } = options;
-  const runtime = new Runtime(options.config);
+  const runtime = new Runtime(options.config, loadSecrets(options));
   const nats = createNatsSession({
     config: () => runtime.current,
     name: `slowlane-${role}`,
     consumers: role !== "proxy",
     log,
     ...(options.natsRetryDelayMs === undefined ? {} : { retryDelayMs: options.natsRetryDelayMs }),
-    onSetUp: (context, config) => runtime.afterSetUp(context, config),
+    onSetUp: (context, config) => runtime.afterSetUp(context, config, log),
   });
   const store = (): JobStore | undefined => {
     const context = nats.context();
@@ -179,7 +206,8 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
     if (role !== "worker") {
       const observers = { http: metrics.http, resultCache: metrics.resultCache };
       const serverLimits = options.serverLimits === undefined ? {} : { serverLimits: options.serverLimits };
-      proxy = await startProxy({ config: () => runtime.current, log, store, observers, ...serverLimits });
+      const keys = () => runtime.secrets?.keys;
+      proxy = await startProxy({ config: () => runtime.current, log, store, keys, observers, ...serverLimits });
     }
   } catch (err) {
     await Promise.all([admin?.close(), nats.close()]);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The command line: argv → run | proxy | worker | check | schema | jobs. The only file that calls process.exit.
+ * The command line: argv → run | proxy | worker | check | schema | keygen | jobs. The only file that calls process.exit.
  */
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -10,7 +10,11 @@ import { configJsonSchema, describeConfig, loadConfig } from "./config/index.js"
 import type { Config } from "./config/index.js";
 import { ConfigError, UsageError, messageOf } from "./errors.js";
 import { createLogger } from "./log.js";
+import { toJetStreamNames } from "./nats/names.js";
 import { runJobsCommand } from "./ops/jobs-command.js";
+import { describeStorage, keyFileOf, loadKeyFileSecrets } from "./security/key-source.js";
+import type { ServerKeys } from "./security/server-keys.js";
+import { generateKeyLine } from "./security/server-keys.js";
 
 const USAGE = `usage: slowlane <command> [--config FILE]
 
@@ -18,8 +22,9 @@ commands:
   run      proxy and forwarder workers in one process
   proxy    the HTTP side only
   worker   the forwarder only; run as many as you like
-  check    validate the config, print the resolved routes (exit 1 on error)
+  check    validate the config and key file, say whether storage is encrypted, print the resolved routes (exit 1 on error)
   schema   print the config file's JSON Schema (for editors)
+  keygen   print a new server key line (for the key file: slowlane keygen >> keys)
   jobs     list, show and retry jobs: slowlane jobs --help (exit 1 on error, 2 on bad usage)
 
 options:
@@ -30,6 +35,7 @@ options:
 environment:
   SLOWLANE_CONFIG     config file, when --config is not given
   NATS_URL            overrides nats.servers (comma-separated)
+  SLOWLANE_KEY_FILE   server key file (overrides security.keyFile); encrypts what is stored
   LOG_LEVEL           pino level: trace, debug, info (default), warn, error, fatal
 `;
 
@@ -50,6 +56,28 @@ function readConfig(file: string): Config {
     }
     throw err;
   }
+}
+
+/** The key file's keys for `check`; a bad file is reported like a bad config (exit 1). */
+function readKeys(file: string): ServerKeys {
+  try {
+    return loadKeyFileSecrets(file).keys;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+function check(file: string): void {
+  const config = readConfig(file);
+  const keyFile = keyFileOf(config);
+  const keys = keyFile === undefined ? undefined : readKeys(keyFile);
+  console.log(`${file}: OK\n`);
+  console.log(describeStorage(keyFile, keys, toJetStreamNames(config.nats.stream).keysBucket));
+  console.log(describeConfig(config));
 }
 
 async function serve(role: Role, file: string): Promise<void> {
@@ -144,9 +172,11 @@ async function main(argv: string[]): Promise<void> {
   if (extra.length > 0) throw new UsageError(`unexpected argument: ${extra.join(" ")}`);
   const file = values.config ?? process.env.SLOWLANE_CONFIG ?? DEFAULT_CONFIG_FILE;
   if (command === "check") {
-    const config = readConfig(file);
-    console.log(`${file}: OK\n`);
-    console.log(describeConfig(config));
+    check(file);
+    return;
+  }
+  if (command === "keygen") {
+    console.log(generateKeyLine());
     return;
   }
   if (command === "schema") {

@@ -21,6 +21,7 @@ export const ErrorCodes = {
   METHOD_NOT_ALLOWED: "SLOWLANE_METHOD_NOT_ALLOWED",
   BODY_TOO_LARGE: "SLOWLANE_BODY_TOO_LARGE",
   BAD_REQUEST: "SLOWLANE_BAD_REQUEST",
+  IDEMPOTENCY_KEY_REUSED: "SLOWLANE_IDEMPOTENCY_KEY_REUSED",
   UPSTREAM_UNREACHABLE: "SLOWLANE_UPSTREAM_UNREACHABLE",
   UPSTREAM_TIMEOUT: "SLOWLANE_UPSTREAM_TIMEOUT",
   UPSTREAM_STATUS: "SLOWLANE_UPSTREAM_STATUS",
@@ -55,6 +56,7 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorKind>> = {
   [ErrorCodes.METHOD_NOT_ALLOWED]: { title: "Method Not Allowed", status: 405 },
   [ErrorCodes.BODY_TOO_LARGE]: { title: "Content Too Large", status: 413 },
   [ErrorCodes.BAD_REQUEST]: { title: "Bad Request", status: 400 },
+  [ErrorCodes.IDEMPOTENCY_KEY_REUSED]: { title: "Unprocessable Content", status: 422 },
   [ErrorCodes.UPSTREAM_UNREACHABLE]: { title: "Bad Gateway", status: 502 },
   [ErrorCodes.UPSTREAM_TIMEOUT]: { title: "Gateway Timeout", status: 504 },
   [ErrorCodes.UPSTREAM_STATUS]: { title: "Bad Gateway", status: 502 },
@@ -209,6 +211,17 @@ export class BodyTooLargeError extends SlowlaneError {
 export class BadRequestError extends SlowlaneError {
   constructor(message: string, options: SlowlaneErrorOptions = {}) {
     super(ErrorCodes.BAD_REQUEST, message, options);
+  }
+}
+
+/** An `Idempotency-Key` sent again with another method, URL or body than the request that first used it. */
+export class IdempotencyKeyReusedError extends SlowlaneError {
+  constructor(options: SlowlaneErrorOptions = {}) {
+    super(
+      ErrorCodes.IDEMPOTENCY_KEY_REUSED,
+      "this Idempotency-Key was already used for a request with another method, URL or body; use a new key for a new request",
+      options,
+    );
   }
 }
 

@@ -29,7 +29,9 @@ function compilePath(path: string): (pathname: string) => boolean {
 
 /**
  * Compiles `routes` into a matcher. The first route (in file order) whose methods include the request's
- * (case-insensitively; HEAD does not imply GET) and whose path matches wins.
+ * (case-insensitively; HEAD does not imply GET) and whose path matches wins. A route without `methods`
+ * takes every method but OPTIONS: CORS preflights must be answered at once, by the backend, so a
+ * route captures OPTIONS only when it lists it.
  */
 export function createRouteMatcher(routes: readonly RouteConfig[]): RouteMatcher {
   const compiled: readonly CompiledRoute[] = routes.map((route) => ({
@@ -42,6 +44,7 @@ export function createRouteMatcher(routes: readonly RouteConfig[]): RouteMatcher
     let upper: string | undefined;
     for (let i = 0; i < compiled.length; i++) {
       const { route, methods, matches } = compiled[i] as CompiledRoute;
+      if (methods === undefined && (method === "OPTIONS" || (method.length === 7 && method.toUpperCase() === "OPTIONS"))) continue;
       if (methods !== undefined && !methods.includes(method)) {
         upper ??= method.toUpperCase();
         if (upper === method || !methods.includes(upper)) continue;

@@ -4,22 +4,34 @@
  * The body bytes are the message payload as they are (no base64, no copy into a bigger buffer);
  * everything else rides in one NATS header as JSON. JSON escapes CR and LF, which NATS header
  * values must not contain, and HTTP header values cannot contain them either.
+ *
+ * With a server key file (encryption at rest), the URL and headers ride sealed in the envelope's
+ * `sealed` member and the payload is sealed too (`bodySealed`), each with the job id as associated
+ * data. What stays readable is what every proxy needs to find and check a queued job without
+ * opening it: id, route, method, time, owner tag, fingerprint and the claim check's name.
  */
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { MsgHdrs } from "@nats-io/transport-node";
+import { messageOf } from "../errors.js";
+import { isJobOwner } from "../security/owner-identity.js";
+import type { JobOwner } from "../security/owner-identity.js";
+import type { Sealer } from "../security/seal.js";
 
 export const ENVELOPE_HEADER = "Slowlane-Request";
 const ENVELOPE_VERSION = 1;
 
 export interface StoredBodyRef {
   readonly name: string;
+  /** The body's size (plaintext, what the backend gets as Content-Length). */
   readonly bytes: number;
+  /** The object is a sealed stream (`sealStream`, the job id as associated data). */
+  readonly sealed?: true;
 }
 
 function isStoredBodyRef(value: unknown): value is StoredBodyRef {
   if (typeof value !== "object" || value === null) return false;
   const ref = value as Record<string, unknown>;
-  return typeof ref.name === "string" && typeof ref.bytes === "number";
+  return typeof ref.name === "string" && typeof ref.bytes === "number" && (ref.sealed === undefined || ref.sealed === true);
 }
 
 /** What a worker needs to replay a request to the backend. */
@@ -38,32 +50,92 @@ export interface JobRequest {
    * claim check) and has `bytes` bytes; the message payload is then empty.
    */
   readonly storedBody?: StoredBodyRef;
+  /** Who submitted it (route `owner`); absent: the job is not bound to a caller. */
+  readonly owner?: JobOwner;
+  /** Keyed hash of method, URL and body, kept for requests sent with an `Idempotency-Key`. */
+  readonly fingerprint?: string;
+  /** Read back from a message: its payload is sealed (open it with the store). */
+  readonly bodySealed?: true;
+  /**
+   * Read back from a message whose URL and headers are sealed but could not be opened (no key
+   * file, or its key was removed): why. `url` and `headers` are then empty, and the job must fail.
+   */
+  readonly unreadable?: string;
 }
 
-export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
+/** An accepted request as a message: the envelope header and the payload. */
+export interface JobMessage {
+  readonly headers: MsgHdrs;
+  readonly data: Uint8Array;
+}
+
+/** The part of an envelope that is sealed when a key file is configured. */
+interface SealedPart {
+  url: string;
+  headers: readonly string[];
+}
+
+function toEnvelope(request: JobRequest, sealer: Sealer | undefined): Record<string, unknown> {
+  const { id, route, method, createdAt, storedBody, owner, fingerprint } = request;
+  const part: SealedPart = { url: request.url, headers: request.headers };
+  return {
+    v: ENVELOPE_VERSION,
+    id,
+    route,
+    method,
+    createdAt,
+    ...(sealer ? { sealed: sealer.seal(Buffer.from(JSON.stringify(part)), id).toString("base64"), bodySealed: true } : part),
+    ...(storedBody === undefined ? {} : { storedBody }),
+    ...(owner === undefined ? {} : { owner }),
+    ...(fingerprint === undefined ? {} : { fingerprint }),
+  };
+}
+
+function headersOf(envelope: Record<string, unknown>): MsgHdrs {
   const h = natsHeaders();
-  h.set(
-    ENVELOPE_HEADER,
-    JSON.stringify({
-      v: ENVELOPE_VERSION,
-      id: request.id,
-      route: request.route,
-      method: request.method,
-      url: request.url,
-      headers: request.headers,
-      createdAt: request.createdAt,
-      ...(request.storedBody === undefined ? {} : { storedBody: request.storedBody }),
-    }),
-  );
+  h.set(ENVELOPE_HEADER, JSON.stringify(envelope));
   return h;
+}
+
+/** The envelope header of a request, in plaintext (no key file). */
+export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
+  return headersOf(toEnvelope(request, undefined));
+}
+
+/** The message of an accepted request; with a sealer, URL, headers and `body` are sealed for the job's id. */
+export function toJobMessage(request: JobRequest, body: Uint8Array, sealer: Sealer | undefined): JobMessage {
+  return { headers: headersOf(toEnvelope(request, sealer)), data: sealer ? sealer.seal(body, request.id) : body };
 }
 
 function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((v) => typeof v === "string");
 }
 
-/** Reads an envelope back; `undefined` when the message is not one slowlane wrote (a poison message). */
-export function decodeEnvelope(hdrs: MsgHdrs | undefined): JobRequest | undefined {
+function isSealedPart(value: unknown): value is SealedPart {
+  if (typeof value !== "object" || value === null) return false;
+  const part = value as Record<string, unknown>;
+  return typeof part.url === "string" && isStringArray(part.headers) && part.headers.length % 2 === 0;
+}
+
+/** URL and headers of an envelope: plain, opened, or (sealed and not opened) empty with the reason. */
+function readPart(e: Record<string, unknown>, id: string, sealer: Sealer | undefined): (SealedPart & { unreadable?: string }) | undefined {
+  if (typeof e.sealed !== "string") return isSealedPart(e) ? { url: e.url, headers: e.headers } : undefined;
+  if (!sealer) return { url: "", headers: [], unreadable: "the request is encrypted and no key file is configured" };
+  let part: unknown;
+  try {
+    part = JSON.parse(sealer.open(Buffer.from(e.sealed, "base64"), id).toString("utf8"));
+  } catch (err) {
+    return { url: "", headers: [], unreadable: messageOf(err) };
+  }
+  return isSealedPart(part) ? { url: part.url, headers: part.headers } : undefined;
+}
+
+/**
+ * Reads an envelope back; `undefined` when the message is not one slowlane wrote (a poison message).
+ * Without `sealer`, a sealed envelope gives its readable part only (`unreadable` set): enough to
+ * find, check or cancel a job, not to run it.
+ */
+export function decodeEnvelope(hdrs: MsgHdrs | undefined, sealer?: Sealer): JobRequest | undefined {
   const raw = hdrs?.get(ENVELOPE_HEADER);
   if (!raw) return undefined;
   let parsed: unknown;
@@ -79,14 +151,26 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined): JobRequest | undefine
     typeof e.id !== "string" ||
     typeof e.route !== "string" ||
     typeof e.method !== "string" ||
-    typeof e.url !== "string" ||
     typeof e.createdAt !== "number" ||
-    !isStringArray(e.headers) ||
-    e.headers.length % 2 !== 0 ||
-    (e.storedBody !== undefined && !isStoredBodyRef(e.storedBody))
+    (e.storedBody !== undefined && !isStoredBodyRef(e.storedBody)) ||
+    (e.owner !== undefined && !isJobOwner(e.owner)) ||
+    (e.fingerprint !== undefined && typeof e.fingerprint !== "string")
   ) {
     return undefined;
   }
-  const request = { id: e.id, route: e.route, method: e.method, url: e.url, headers: e.headers, createdAt: e.createdAt };
-  return isStoredBodyRef(e.storedBody) ? { ...request, storedBody: { name: e.storedBody.name, bytes: e.storedBody.bytes } } : request;
+  const part = readPart(e, e.id, sealer);
+  if (!part) return undefined;
+  return {
+    id: e.id,
+    route: e.route,
+    method: e.method,
+    url: part.url,
+    headers: part.headers,
+    createdAt: e.createdAt,
+    ...(isStoredBodyRef(e.storedBody) ? { storedBody: { name: e.storedBody.name, bytes: e.storedBody.bytes, ...(e.storedBody.sealed ? { sealed: true as const } : {}) } } : {}),
+    ...(isJobOwner(e.owner) ? { owner: { by: [...e.owner.by], tag: e.owner.tag } } : {}),
+    ...(typeof e.fingerprint === "string" ? { fingerprint: e.fingerprint } : {}),
+    ...(e.bodySealed === true ? { bodySealed: true as const } : {}),
+    ...(part.unreadable === undefined ? {} : { unreadable: part.unreadable }),
+  };
 }

@@ -1,39 +1,28 @@
-import { createHash, randomFillSync } from "node:crypto";
-
-const ID_BYTES = 16;
-/** Random bytes drawn 4 KiB at a time: one CSPRNG call per 256 ids instead of one per id (profiled: 5% of accept). */
-const pool = Buffer.alloc(4096);
-let poolOffset = pool.length;
-
-/** 16 bytes from the CSPRNG, base64url: 22 URL-safe characters, 128 bits, unguessable. */
-export function createJobId(): string {
-  if (poolOffset + ID_BYTES > pool.length) {
-    randomFillSync(pool);
-    poolOffset = 0;
-  }
-  const id = pool.toString("base64url", poolOffset, poolOffset + ID_BYTES);
-  poolOffset += ID_BYTES;
-  return id;
-}
-
-const JOB_ID = /^[A-Za-z0-9_-]{22}$/;
-
 /**
- * Guards every id that comes from a client before it is used in a subject or a KV key:
- * only the exact shape `createJobId` produces passes, so `..%2F`, wildcards and long junk never do.
+ * Job ids. New ids are tagged (`security/job-ids.ts`): 16 random bytes and a 5-byte keyed tag,
+ * 28 URL-safe characters, so an id slowlane did not mint is recognised without asking NATS. Ids
+ * minted before tags (22 characters, 16 random bytes) stay valid until their jobs expire.
  */
-export function isJobId(value: string): boolean {
-  return JOB_ID.test(value);
+import { createTaggedJobId, hasValidTag, isLegacyJobId, isTaggedJobId } from "../security/job-ids.js";
+import type { ServerKeys } from "../security/server-keys.js";
+
+/** A fresh job id: 128 random bits and their tag under the primary key, 28 URL-safe characters. */
+export function createJobId(keys: ServerKeys): string {
+  return createTaggedJobId(keys);
 }
 
 /**
- * The id of the job an `Idempotency-Key` names: a hash of the key with its scope (stream prefix,
- * route and the caller's credentials), in the same shape as a random id. The same request retried
- * with the same key gets the same id, which is how any proxy replica finds the job again; another
- * caller's credentials give another id, so a key cannot be used to reach someone else's job.
+ * Whether `value` has the shape of a job id (tagged or legacy): safe in a subject or a KV key, so
+ * `..%2F`, wildcards and long junk never pass. Says nothing of who made it: see {@link isJobId}.
  */
-export function toIdempotentJobId(scope: readonly string[], key: string): string {
-  const hash = createHash("sha256");
-  for (const part of [...scope, key]) hash.update(part).update("\0");
-  return hash.digest().subarray(0, 16).toString("base64url");
+export function isJobIdShape(value: string): boolean {
+  return isTaggedJobId(value) || isLegacyJobId(value);
+}
+
+/**
+ * Guards every id that comes from a client: a tagged id whose tag one of `keys` made (a made-up
+ * id fails here, in memory), or a legacy id (which only a lookup can tell).
+ */
+export function isJobId(keys: ServerKeys, value: string): boolean {
+  return isLegacyJobId(value) || hasValidTag(keys, value);
 }

@@ -7,8 +7,8 @@
  */
 import type { PubAck } from "@nats-io/jetstream";
 import type { JetStreamContext } from "../nats/context.js";
-import { decodeEnvelope, toEnvelopeHeaders } from "./envelope.js";
-import type { JobRequest } from "./envelope.js";
+import { decodeEnvelope } from "./envelope.js";
+import type { JobMessage, JobRequest } from "./envelope.js";
 
 /** How long a publish to JetStream (an accept, a dead letter, a requeue) waits for its acknowledgement. */
 export const PUBLISH_TIMEOUT_MS = 5_000;
@@ -20,13 +20,19 @@ export interface QueuedMessage {
 }
 
 /**
- * Publishes an accepted request to its job's subject and resolves with JetStream's acknowledgement
- * (`duplicate` when a message with this `msgId` was stored within the duplicate window).
+ * Publishes an accepted request (`toJobMessage`) to its job's subject and resolves with JetStream's
+ * acknowledgement (`duplicate` when a message with this `msgId` was stored within the duplicate
+ * window). The same message may be published again under the same `msgId`: JetStream keeps one.
  */
-export function publishJob(context: Pick<JetStreamContext, "js" | "names">, job: JobRequest, body: Uint8Array, msgId: string): Promise<PubAck> {
-  return context.js.publish(context.names.jobSubject(job.route, job.id), body, {
+export function publishJob(
+  context: Pick<JetStreamContext, "js" | "names">,
+  job: Pick<JobRequest, "route" | "id">,
+  message: JobMessage,
+  msgId: string,
+): Promise<PubAck> {
+  return context.js.publish(context.names.jobSubject(job.route, job.id), message.data, {
     msgID: msgId,
-    headers: toEnvelopeHeaders(job),
+    headers: message.headers,
     timeout: PUBLISH_TIMEOUT_MS,
   });
 }

@@ -3,6 +3,10 @@
  * reads to answer a status URL. Workers write it at each transition; the proxy never does.
  */
 import type { ErrorCode } from "../errors.js";
+import { messageOf } from "../errors.js";
+import { isJobOwner } from "../security/owner-identity.js";
+import type { JobOwner } from "../security/owner-identity.js";
+import type { Sealer } from "../security/seal.js";
 
 export const JobStatus = {
   Queued: "queued",
@@ -26,6 +30,13 @@ export interface StoredResponse {
   readonly body: BodyLocation;
   /** The body bytes, base64, when `body` is `inline`. */
   readonly inline?: string;
+  /**
+   * Read back from a record stored with a key file: the head (headers, inline body) was sealed, and
+   * so is the body in the results bucket or Object Store (open it with the job id).
+   */
+  readonly sealed?: true;
+  /** Read back sealed but could not be opened (why): `headers` is empty and the result is not served. */
+  readonly unreadable?: string;
 }
 
 export interface JobFailure {
@@ -69,6 +80,10 @@ export interface JobRecord {
   readonly retries?: number;
   /** Starts that never ended (the worker died or lost NATS mid-call); too many fail the job as poison. */
   readonly interruptions?: number;
+  /** Who submitted the job (from its envelope); absent: anyone with the id may see it. */
+  readonly owner?: JobOwner;
+  /** Keyed hash of method, URL and body of a request sent with an `Idempotency-Key` (from its envelope). */
+  readonly fingerprint?: string;
 }
 
 export function isFinal(record: JobRecord): boolean {
@@ -87,13 +102,57 @@ export function isExpired(record: JobRecord, now = Date.now()): boolean {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-export function encodeRecord(record: JobRecord): Uint8Array {
-  return encoder.encode(JSON.stringify(record));
+/** The sealed part of a stored response: what the backend said, beyond its status and size. */
+interface ResponseHead {
+  headers: readonly string[];
+  inline?: string;
+}
+
+/** A response as stored with a sealer: status, size and location plain, the head sealed (`head`, base64). */
+function toStoredResponse(id: string, response: StoredResponse, sealer: Sealer): Record<string, unknown> {
+  const { status, bodyBytes, body, headers, inline } = response;
+  const head: ResponseHead = { headers, ...(inline === undefined ? {} : { inline }) };
+  return { status, bodyBytes, body, head: sealer.seal(encoder.encode(JSON.stringify(head)), id).toString("base64") };
+}
+
+/**
+ * The record as stored. With `sealer` (a key file is configured), the response's headers and inline
+ * body are sealed for the job's id; the status code, size and everything else stay readable.
+ */
+export function encodeRecord(record: JobRecord, sealer?: Sealer): Uint8Array {
+  if (!sealer || !record.response) return encoder.encode(JSON.stringify(record));
+  return encoder.encode(JSON.stringify({ ...record, response: toStoredResponse(record.id, record.response, sealer) }));
+}
+
+function isResponseHead(value: unknown): value is ResponseHead {
+  if (typeof value !== "object" || value === null) return false;
+  const head = value as Record<string, unknown>;
+  return Array.isArray(head.headers) && head.headers.every((h) => typeof h === "string") && (head.inline === undefined || typeof head.inline === "string");
+}
+
+/** A stored response read back: opened when its head is sealed, or marked unreadable. */
+function readResponse(id: string, stored: Record<string, unknown>, sealer: Sealer | undefined): StoredResponse {
+  if (typeof stored.head !== "string") return stored as unknown as StoredResponse;
+  const { head: sealedHead, ...rest } = stored;
+  const base = { ...(rest as unknown as Omit<StoredResponse, "headers">), headers: [] as string[], sealed: true as const };
+  if (!sealer) return { ...base, unreadable: "the result is encrypted and no key file is configured" };
+  try {
+    const head: unknown = JSON.parse(decoder.decode(sealer.open(Buffer.from(sealedHead, "base64"), id)));
+    if (!isResponseHead(head)) return { ...base, unreadable: "the stored response head is malformed" };
+    return { ...base, headers: head.headers, ...(head.inline === undefined ? {} : { inline: head.inline }) };
+  } catch (err) {
+    return { ...base, unreadable: messageOf(err) };
+  }
 }
 
 const STATUSES = new Set<string>(Object.values(JobStatus));
 
-export function decodeRecord(bytes: Uint8Array): JobRecord | undefined {
+/**
+ * A stored record read back, `undefined` when it is not one. A sealed response head is opened with
+ * `sealer`; when it cannot be (no key, a removed key, changed bytes) the record is still returned,
+ * its response marked `unreadable`: the status URL works, the result answers 500.
+ */
+export function decodeRecord(bytes: Uint8Array, sealer?: Sealer): JobRecord | undefined {
   try {
     const value = JSON.parse(decoder.decode(bytes)) as Partial<JobRecord> | null;
     if (
@@ -105,11 +164,15 @@ export function decodeRecord(bytes: Uint8Array): JobRecord | undefined {
       !STATUSES.has(value.status) ||
       typeof value.attempts !== "number" ||
       typeof value.createdAt !== "number" ||
-      typeof value.updatedAt !== "number"
+      typeof value.updatedAt !== "number" ||
+      (value.owner !== undefined && !isJobOwner(value.owner)) ||
+      (value.fingerprint !== undefined && typeof value.fingerprint !== "string")
     ) {
       return undefined;
     }
-    return value as JobRecord;
+    const response = value.response as unknown;
+    if (typeof response !== "object" || response === null) return value as JobRecord;
+    return { ...(value as JobRecord), response: readResponse(value.id, response as Record<string, unknown>, sealer) };
   } catch {
     return undefined;
   }

@@ -16,7 +16,7 @@ import { publishCancelNotice } from "./cancel.js";
 import { deleteDeadLetter, getDeadLetter, requeueDeadLetter } from "./dead-letters.js";
 import type { DeadLetter } from "./dead-letters.js";
 import { decodeEnvelope } from "./envelope.js";
-import { isJobId } from "./job-id.js";
+import { isJobIdShape } from "./job-id.js";
 import { JobStatus } from "./record.js";
 import { findQueuedMessage } from "./queue.js";
 import { createJobStore } from "./store.js";
@@ -64,7 +64,7 @@ async function checkRetryable(context: JetStreamContext, store: JobStore, id: st
 
 /** Puts a failed job back in the work queue from its dead letter (see the top of this file). */
 export async function retryJob(context: JetStreamContext, id: string, now = Date.now()): Promise<RetryResult> {
-  if (!isJobId(id)) throw new JobsCommandError(`no such job: ${id} (not a job id)`);
+  if (!isJobIdShape(id)) throw new JobsCommandError(`no such job: ${id} (not a job id)`);
   const store = createJobStore(context);
   const { record, revision, letter } = await checkRetryable(context, store, id);
 

@@ -7,10 +7,18 @@
  *
  * Record writes that must not overwrite someone else's (a worker finishing a job that was
  * canceled meanwhile) are compare-and-set on the record's revision.
+ *
+ * With a sealer (a key file is configured) everything stored about a request or a response is
+ * sealed for its job's id: response heads (in the record), response bodies in the results bucket and
+ * the Object Store, claim-checked request bodies. Each sealed value says so (`sealed` in the record's
+ * response, in the claim check): nothing is told apart by sniffing bytes.
  */
 import { randomBytes } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { JetStreamContext } from "../nats/context.js";
+import { SealError, sealedSize } from "../security/seal.js";
+import type { Sealer } from "../security/seal.js";
+import type { JobRequest, StoredBodyRef } from "./envelope.js";
 import { BodyLocation, decodeRecord, encodeRecord } from "./record.js";
 import type { JobRecord, StoredResponse } from "./record.js";
 
@@ -42,7 +50,9 @@ export interface VersionedRecord {
 export interface JobStore {
   /** The JetStream handles and names underneath (the queue and dead letters use them directly). */
   readonly context: JetStreamContext;
-  /** Largest response body kept in the results KV; larger ones go to the Object Store. */
+  /** Seals what is stored (a key file is configured); `undefined`: stored in plaintext. */
+  readonly sealer: Sealer | undefined;
+  /** Largest response body kept in the results KV (room for sealing taken off); larger ones go to the Object Store. */
   readonly maxKvBodyBytes: number;
   /** The job's record and its revision, or `undefined` when it has none (queued, unknown, deleted). */
   readRecord(id: string): Promise<VersionedRecord | undefined>;
@@ -58,12 +68,18 @@ export interface JobStore {
   /** The stored body, as bytes (KV) or a stream (Object Store); `undefined` when it has expired. */
   getBody(id: string, response: StoredResponse): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined>;
   /**
-   * Stores a request body too large for the queue message under a new name (see
-   * {@link requestObjectName}); resolves to its size. Rejects (keeping nothing) if `body` errors.
+   * Stores job `id`'s request body, too large for the queue message, under a new name (see
+   * {@link requestObjectName}); resolves to the claim check (its size is the plaintext's). Rejects
+   * (keeping nothing) if `body` errors.
    */
-  putRequestBody(name: string, body: ReadableStream<Uint8Array>): Promise<number>;
-  /** A claim-checked request body, or `undefined` if it is gone. */
-  getRequestBody(name: string): Promise<ReadableStream<Uint8Array> | undefined>;
+  putRequestBody(id: string, body: ReadableStream<Uint8Array>): Promise<StoredBodyRef>;
+  /**
+   * The request body of a job as a worker replays it: the message payload, or the claim-checked
+   * object (as a stream), opened when sealed; `undefined` when the object is gone. Rejects with a
+   * {@link SealError} when the request cannot be opened (its URL and headers included: see
+   * `JobRequest.unreadable`); for a stream, the first segment is checked before it is returned.
+   */
+  openRequestBody(job: JobRequest, payload: Uint8Array): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined>;
   deleteRequestBody(name: string): Promise<void>;
   /** Deletes a job's stored response (both places it may be). */
   deleteResponse(id: string): Promise<void>;
@@ -80,6 +96,44 @@ export function requestObjectName(id: string): string {
   return `${id}.request.${randomBytes(6).toString("base64url")}`;
 }
 
+/** Counts the bytes that pass, for the plaintext size of a body sealed on its way to the Object Store. */
+function countBytes(body: ReadableStream<Uint8Array>): { stream: ReadableStream<Uint8Array>; bytes: () => number } {
+  let bytes = 0;
+  const counter = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      bytes += chunk.byteLength;
+      controller.enqueue(chunk);
+    },
+  });
+  return { stream: body.pipeThrough(counter), bytes: () => bytes };
+}
+
+/**
+ * `stream` once its first chunk has been read: for an opened sealed stream, that is when its header
+ * and first segment are checked, so a missing key fails here and not halfway into a backend call.
+ */
+async function checkedStream(stream: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
+  const reader = stream.getReader();
+  const first = await reader.read();
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (first.done) controller.close();
+      else controller.enqueue(first.value);
+    },
+    async pull(controller) {
+      const next = await reader.read();
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+}
+
+function requireSealer(sealer: Sealer | undefined, what: string): Sealer {
+  if (!sealer) throw new SealError(`${what} is encrypted and no key file is configured`);
+  return sealer;
+}
+
 function isWrongRevision(err: unknown): boolean {
   return (
     err instanceof JetStreamApiError &&
@@ -87,27 +141,60 @@ function isWrongRevision(err: unknown): boolean {
   );
 }
 
-export function createJobStore(context: JetStreamContext): JobStore {
+async function openRequestBody(
+  context: Pick<JetStreamContext, "bodies">,
+  sealer: Sealer | undefined,
+  job: JobRequest,
+  payload: Uint8Array,
+): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined> {
+  if (job.unreadable !== undefined) throw new SealError(job.unreadable);
+  if (job.storedBody === undefined) return job.bodySealed ? requireSealer(sealer, "the request").open(payload, job.id) : payload;
+  const object = await context.bodies.get(job.storedBody.name);
+  if (!object) return undefined;
+  if (!job.storedBody.sealed) return object.data;
+  return checkedStream(requireSealer(sealer, "the request body").openStream(object.data, job.id));
+}
+
+export interface JobStoreOptions {
+  /** Seals what is stored (from the key file); without it, everything is stored in plaintext. */
+  sealer?: Sealer | undefined;
+}
+
+export function createJobStore(context: JetStreamContext, options: JobStoreOptions = {}): JobStore {
   const { jobs, results, bodies } = context;
-  const maxKvBodyBytes = context.maxPayloadBytes - KV_HEADROOM_BYTES;
+  const { sealer } = options;
+  const maxKvBodyBytes = context.maxPayloadBytes - KV_HEADROOM_BYTES - (sealer ? sealedSize(0) : 0);
+  const seal = (body: Uint8Array, id: string): Uint8Array => (sealer ? sealer.seal(body, id) : body);
 
   async function readRecord(id: string): Promise<VersionedRecord | undefined> {
     const entry = await jobs.get(id);
     if (!entry || entry.operation !== "PUT") return undefined;
-    const record = decodeRecord(entry.value);
+    const record = decodeRecord(entry.value, sealer);
     return record ? { record, revision: entry.revision } : undefined;
+  }
+
+  async function getStoredBody(id: string, response: StoredResponse): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined> {
+    if (response.body === BodyLocation.Kv) {
+      const entry = await results.get(id);
+      if (!entry || entry.operation !== "PUT") return undefined;
+      return response.sealed ? requireSealer(sealer, "the result").open(entry.value, id) : entry.value;
+    }
+    const object = await bodies.get(id);
+    if (!object) return undefined;
+    return response.sealed ? requireSealer(sealer, "the result").openStream(object.data, id) : object.data;
   }
 
   return {
     context,
+    sealer,
     maxKvBodyBytes,
     readRecord,
 
     async writeRecord(record, revision) {
       try {
         // `create` also succeeds over a deleted or purged record, which `previousSeq: 0` would refuse.
-        if (revision === 0) return await jobs.create(record.id, encodeRecord(record));
-        return await jobs.put(record.id, encodeRecord(record), { previousSeq: revision });
+        if (revision === 0) return await jobs.create(record.id, encodeRecord(record, sealer));
+        return await jobs.put(record.id, encodeRecord(record, sealer), { previousSeq: revision });
       } catch (err) {
         if (isWrongRevision(err)) return undefined;
         throw err;
@@ -116,19 +203,20 @@ export function createJobStore(context: JetStreamContext): JobStore {
 
     async putBody(id, body) {
       if (body.byteLength === 0) return { location: BodyLocation.None };
+      // An inline body rides in the record's head, which `writeRecord` seals.
       if (body.byteLength <= MAX_INLINE_BODY_BYTES) {
         return { location: BodyLocation.Inline, inline: Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("base64") };
       }
       if (body.byteLength <= maxKvBodyBytes) {
-        await results.put(id, body);
+        await results.put(id, seal(body, id));
         return { location: BodyLocation.Kv };
       }
-      await bodies.putBlob({ name: id }, body);
+      await bodies.putBlob({ name: id }, seal(body, id));
       return { location: BodyLocation.Object };
     },
 
     async putBodyStream(id, body) {
-      await bodies.put({ name: id }, body);
+      await bodies.put({ name: id }, sealer ? sealer.sealStream(body, id) : body);
     },
 
     async getBody(id, response) {
@@ -137,26 +225,20 @@ export function createJobStore(context: JetStreamContext): JobStore {
           return new Uint8Array(0);
         case BodyLocation.Inline:
           return Buffer.from(response.inline ?? "", "base64");
-        case BodyLocation.Kv: {
-          const entry = await results.get(id);
-          return entry && entry.operation === "PUT" ? entry.value : undefined;
-        }
-        case BodyLocation.Object: {
-          const object = await bodies.get(id);
-          return object ? object.data : undefined;
-        }
+        case BodyLocation.Kv:
+        case BodyLocation.Object:
+          return getStoredBody(id, response);
       }
     },
 
-    async putRequestBody(name, body) {
-      const info = await bodies.put({ name }, body);
-      return info.size;
+    async putRequestBody(id, body) {
+      const name = requestObjectName(id);
+      const counted = countBytes(body);
+      await bodies.put({ name }, sealer ? sealer.sealStream(counted.stream, id) : counted.stream);
+      return { name, bytes: counted.bytes(), ...(sealer ? { sealed: true as const } : {}) };
     },
 
-    async getRequestBody(name) {
-      const object = await bodies.get(name);
-      return object ? object.data : undefined;
-    },
+    openRequestBody: (job, payload) => openRequestBody(context, sealer, job, payload),
 
     async deleteRequestBody(name) {
       await bodies.delete(name).catch(() => undefined);

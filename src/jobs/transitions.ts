@@ -61,10 +61,18 @@ export function forgetRevision(tracked: TrackedJob): void {
   tracked.revision = 0;
 }
 
+/** What a record keeps of the request for its whole life: who sent it and, for an idempotent one, what it was. */
+function keptOf(request: Pick<JobRequest, "owner" | "fingerprint">): Pick<JobRecord, "owner" | "fingerprint"> {
+  return {
+    ...(request.owner === undefined ? {} : { owner: request.owner }),
+    ...(request.fingerprint === undefined ? {} : { fingerprint: request.fingerprint }),
+  };
+}
+
 /** What the status URL shows for a job no worker has started yet (it has no record: its message is the proof). */
-export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt">): JobRecord {
+export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt" | "owner" | "fingerprint">): JobRecord {
   const { id, route, createdAt } = request;
-  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt };
+  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt, ...keptOf(request) };
 }
 
 /** How a worker's start of a job turned out. */
@@ -106,6 +114,7 @@ export async function openJob(store: JobStore, job: JobRequest, options: { count
     route: job.route,
     createdAt: job.createdAt,
     updatedAt: options.now ?? Date.now(),
+    ...keptOf(job),
     status: JobStatus.Queued,
     attempts: before?.attempts ?? 0,
     failures: before?.failures ?? 0,
@@ -130,7 +139,8 @@ export async function startJob(
 ): Promise<StartOutcome> {
   const now = options.now ?? Date.now();
   if (options.firstDelivery && !isPastDeadline(job, 0, options.deadlineMs, now)) {
-    const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now };
+    // Owner and fingerprint come from the envelope, so every record of the job carries them.
+    const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now, ...keptOf(job) };
     const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0 };
     const revision = await store.writeRecord(record, 0);
     if (revision !== undefined) return { kind: "started", tracked: { record, revision } };

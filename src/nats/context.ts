@@ -13,6 +13,11 @@ export interface JetStreamContext {
   readonly jobs: KV;
   readonly results: KV;
   readonly bodies: ObjectStore;
+  /**
+   * The bucket of the shared server key (used without a key file); never expires, never purged.
+   * Opened by `provision` only: ops commands (`openJetStream`) do not need it.
+   */
+  readonly keyBucket?: KV;
   /** The server's max_payload: the largest message, request body and envelope included. */
   readonly maxPayloadBytes: number;
   /** Routes whose consumer this set-up had to create (first start, or a server that lost its state). */

@@ -23,11 +23,17 @@ export interface JetStreamNames {
   circuitKey(route: string, worker: string): string;
   /** The route a key of {@link circuitsBucket} is about; `undefined` for a key slowlane did not write. */
   routeOfCircuitKey(key: string): string | undefined;
+  /**
+   * KV bucket of the shared server key, used when no key file is configured: created once by the
+   * first process, read by every other. No TTL, never purged: losing it orphans every owner tag and id.
+   */
+  readonly keysBucket: string;
   /** The streams behind the buckets (`KV_<bucket>`, `OBJ_<store>`), as JetStream names them. */
   readonly jobsBucketStream: string;
   readonly resultsBucketStream: string;
   readonly bodiesStoreStream: string;
   readonly circuitsBucketStream: string;
+  readonly keysBucketStream: string;
   /** Subjects of the work-queue stream (every job of every route). */
   readonly jobsFilter: string;
   /** Subjects of the dead-letter stream. */
@@ -46,6 +52,16 @@ export interface JetStreamNames {
   readonly cancelFilter: string;
   /** The job id a cancel notice is about; `undefined` for any other subject. */
   idOfCancelSubject(subject: string): string | undefined;
+  /**
+   * Subject of a job's "exists now" notice (core NATS): sent when an idempotent request makes a job
+   * under an id that may have been unknown a moment ago (its earlier job expired or was deleted), so
+   * that proxies forget the id from their short cache of unknown ids. Workers do not listen.
+   */
+  acceptedSubject(id: string): string;
+  /** What proxies subscribe to for "exists now" notices. */
+  readonly acceptedFilter: string;
+  /** The job id an "exists now" notice is about; `undefined` for any other subject. */
+  idOfAcceptedSubject(subject: string): string | undefined;
   /** Subject of one job's request: one subject per job lets any replica find a queued job by id. */
   jobSubject(route: string, id: string): string;
   /** The queued message of one job, whatever its route. */
@@ -66,7 +82,9 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
   const jobsBucket = `${prefix}_jobs`;
   const resultsBucket = `${prefix}_results`;
   const bodiesStore = `${prefix}_bodies`;
+  const keysBucket = `${prefix}_keys`;
   const cancelPrefix = `${prefix}.cancel.`;
+  const acceptedPrefix = `${prefix}.accepted.`;
   return {
     stream: prefix,
     jobsBucket,
@@ -84,6 +102,8 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     resultsBucketStream: `KV_${resultsBucket}`,
     bodiesStoreStream: `OBJ_${bodiesStore}`,
     circuitsBucketStream: `KV_${prefix}_circuits`,
+    keysBucket,
+    keysBucketStream: `KV_${keysBucket}`,
     jobsFilter: `${prefix}.jobs.>`,
     deadFilter: `${prefix}.dead.>`,
     deadSubject: (route, id) => `${prefix}.dead.${route}.${id}`,
@@ -91,6 +111,9 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     cancelSubject: (id) => `${cancelPrefix}${id}`,
     cancelFilter: `${cancelPrefix}*`,
     idOfCancelSubject: (subject) => (subject.startsWith(cancelPrefix) ? subject.slice(cancelPrefix.length) : undefined),
+    acceptedSubject: (id) => `${acceptedPrefix}${id}`,
+    acceptedFilter: `${acceptedPrefix}*`,
+    idOfAcceptedSubject: (subject) => (subject.startsWith(acceptedPrefix) ? subject.slice(acceptedPrefix.length) : undefined),
     jobSubject: (route, id) => `${prefix}.jobs.${route}.${id}`,
     jobOfIdFilter: (id) => `${prefix}.jobs.*.${id}`,
     parseJobSubject(subject) {

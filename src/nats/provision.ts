@@ -200,6 +200,9 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   await ensureBucket(jsm, names.resultsBucketStream, resultsAge, replicas);
   await ensureBucket(jsm, names.bodiesStoreStream, bodiesAge, replicas);
   await ensureBucket(jsm, names.circuitsBucketStream, CIRCUIT_STATE_MAX_AGE_MS, replicas);
+  // The shared server key: one entry, kept forever (no TTL), on as many replicas as the rest.
+  const keyBucket = await kvm.create(names.keysBucket, kv);
+  await ensureBucket(jsm, names.keysBucketStream, 0, replicas);
 
   const maxPayloadBytes = maxPayloadOf(nc);
   const consumerRoutes: string[] = [];
@@ -207,5 +210,5 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
     const route = names.routeOfConsumer(consumer.name);
     if (route !== undefined) consumerRoutes.push(route);
   }
-  return { nc, js, jsm, names, jobs, results, bodies, maxPayloadBytes, createdConsumers, consumerRoutes };
+  return { nc, js, jsm, names, jobs, results, bodies, keyBucket, maxPayloadBytes, createdConsumers, consumerRoutes };
 }

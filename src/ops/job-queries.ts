@@ -8,7 +8,7 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { JobsCommandError, messageOf } from "../errors.js";
 import { getDeadLetter } from "../jobs/dead-letters.js";
-import { isJobId } from "../jobs/job-id.js";
+import { isJobIdShape } from "../jobs/job-id.js";
 import type { JetStreamContext } from "../nats/context.js";
 import { isExpired, JobStatus } from "../jobs/record.js";
 import { retryJob } from "../jobs/requeue.js";
@@ -153,7 +153,7 @@ export async function listJobs(context: JetStreamContext, filter: JobFilter = {}
 
 /** Everything known about one job; throws "no such job" when there is nothing. */
 export async function showJob(context: JetStreamContext, id: string): Promise<JobDetails> {
-  if (!isJobId(id)) throw new JobsCommandError(`no such job: ${id} (not a job id)`);
+  if (!isJobIdShape(id)) throw new JobsCommandError(`no such job: ${id} (not a job id)`);
   const { names } = context;
   const read = await createJobStore(context).readRecord(id);
   let route = read?.record.route;

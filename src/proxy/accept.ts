@@ -7,59 +7,59 @@
  * persisted write). A larger one is streamed into the Object Store as it arrives (the claim
  * check) and the message carries a reference. Either way nothing is queued until the whole body
  * is in, so a client that goes away mid-body leaves nothing behind.
+ *
+ * The job remembers its caller (route `owner`, as a keyed hash) and, with a key file, everything
+ * about the request is sealed before it leaves the process (`toJobMessage`, `putRequestBody`).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { JetStreamApiError } from "@nats-io/jetstream";
+import type { PubAck } from "@nats-io/jetstream";
+import { RequestError, TimeoutError } from "@nats-io/transport-node";
 import type { Config, RouteConfig } from "../config/index.js";
-import { BadRequestError, BodyTooLargeError, NatsUnavailableError } from "../errors.js";
+import { BadRequestError, BodyTooLargeError, IdempotencyKeyReusedError, NatsUnavailableError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { forgetJob } from "../jobs/cancel.js";
-import type { JobRequest } from "../jobs/envelope.js";
-import { createJobId, toIdempotentJobId } from "../jobs/job-id.js";
-import { findQueuedRequest, publishJob } from "../jobs/queue.js";
-import { isExpired, JobStatus } from "../jobs/record.js";
+import { toJobMessage } from "../jobs/envelope.js";
+import type { JobMessage, JobRequest } from "../jobs/envelope.js";
+import { publishJob } from "../jobs/queue.js";
 import type { JobStore } from "../jobs/store.js";
+import { createFingerprintHasher, fingerprintsMatch } from "../security/keyed-hash.js";
+import type { FingerprintHasher } from "../security/keyed-hash.js";
+import { bindOwner } from "../security/owner-identity.js";
+import { sealedSize } from "../security/seal.js";
+import type { ServerKeys } from "../security/server-keys.js";
 import { sendJson, sendProblem } from "../shared/problem.js";
-import { callerOf, idempotencyKeyOf, readBody, toStoredHeaders } from "./accept-request.js";
+import { hashBody, idempotencyKeyOf, readBody, toStoredHeaders } from "./accept-request.js";
 import type { ReadBody } from "./accept-request.js";
+import { findIdempotent, identify } from "./accept-identity.js";
+import type { UnknownIds } from "./job-status.js";
+import type { ExistingJob, Identity } from "./accept-identity.js";
 
 /** Room kept in a message for the envelope header (method, URL, headers as JSON). */
 const ENVELOPE_ALLOWANCE_BYTES = 64 * 1024;
+/**
+ * Publishes of one accept when JetStream's confirmation times out, the first included. Each
+ * again under the same `Nats-Msg-Id`, so a first try that was stored after all is kept once.
+ */
+export const PUBLISH_TRIES = 3;
 
 export interface AcceptDeps {
   config: Config;
   log: Logger;
   /** The store while NATS is connected and set up, else `undefined` (→ 503). */
   store: () => JobStore | undefined;
+  /** The server keys (ids, owner tags, fingerprints); `undefined` until known (→ 503). */
+  keys: () => ServerKeys | undefined;
+  /** The jobs endpoints' short memory of unknown ids: a job made here is forgotten from it at once. */
+  unknownIds: UnknownIds;
 }
 
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
 
-/** Which job a request is: a fresh one (and the message id to publish under), or one that exists already. */
-type Identity = { readonly id: string; readonly msgId: string; readonly existing?: undefined } | { readonly id: string; readonly existing: string };
-
-/**
- * For a request with an Idempotency-Key: the job it already made (still within its ttl), or the
- * message id to publish under. An expired job of the same key is forgotten first, so the new one
- * starts clean; its message id differs from the old one's, which JetStream may still remember.
- */
-async function findIdempotent(store: JobStore, route: RouteConfig, id: string): Promise<Identity> {
-  const found = await store.readRecord(id);
-  if (found && !isExpired(found.record)) return { id, existing: found.record.status };
-  if (found) {
-    await forgetJob(store, id);
-    return { id, msgId: `${id}.${found.record.createdAt}` };
-  }
-  if (await findQueuedRequest(store.context, [route.name], id)) return { id, existing: JobStatus.Queued };
-  return { id, msgId: id };
-}
-
-function identify(config: Config, store: JobStore, req: IncomingMessage, route: RouteConfig): Promise<Identity> | Identity {
-  const key = idempotencyKeyOf(req);
-  if (key === undefined) {
-    const id = createJobId();
-    return { id, msgId: id };
-  }
-  return findIdempotent(store, route, toIdempotentJobId([config.nats.stream, route.name, callerOf(req)], key));
+interface Exchange {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly route: RouteConfig;
+  readonly store: JobStore;
 }
 
 function sendAccepted(res: ServerResponse, jobsPath: string, route: RouteConfig, id: string, status = "queued", extra: Record<string, string> = {}): void {
@@ -73,109 +73,185 @@ function unavailable(res: ServerResponse, route: RouteConfig, cause?: unknown): 
   });
 }
 
+/** What to do when reading a body failed: answer 413, 503, or drop a client that went away. */
+function bodyFailed(log: Logger, exchange: Exchange, err: unknown): void {
+  const { req, res, route } = exchange;
+  if (err instanceof BodyTooLargeError) {
+    sendProblem(res, err, { headers: { connection: "close" } });
+    req.resume();
+  } else if (req.readableAborted || req.destroyed || res.destroyed) {
+    // The client went away mid-body: nothing was queued, nobody to answer.
+    log.debug({ err, route: route.name }, "client aborted the request body; nothing queued");
+    res.destroy();
+  } else {
+    // The Object Store did not take the body.
+    req.resume();
+    log.warn({ err, route: route.name }, "could not store a large request body; answered 503");
+    unavailable(res, route, err);
+  }
+}
+
 /** Reads the body; on failure answers (413, 503) or drops the connection, and returns `undefined`. */
-async function receiveBody(
-  log: Logger,
-  exchange: { req: IncomingMessage; res: ServerResponse },
-  route: RouteConfig,
-  store: JobStore,
-  id: string,
-): Promise<ReadBody | undefined> {
-  const { req, res } = exchange;
+async function receiveBody(log: Logger, exchange: Exchange, id: string, hasher: FingerprintHasher | undefined): Promise<ReadBody | undefined> {
+  const { req, route, store } = exchange;
+  const inlineBytes = store.context.maxPayloadBytes - ENVELOPE_ALLOWANCE_BYTES - (store.sealer ? sealedSize(0) : 0);
   try {
-    return await readBody(req, store, id, store.context.maxPayloadBytes - ENVELOPE_ALLOWANCE_BYTES, route.maxBodyBytes);
+    return await readBody(req, store, id, { inlineBytes, maxBytes: route.maxBodyBytes }, hasher);
   } catch (err) {
-    if (err instanceof BodyTooLargeError) {
-      sendProblem(res, err, { headers: { connection: "close" } });
-      req.resume();
-    } else if (req.readableAborted || req.destroyed || res.destroyed) {
-      // The client went away mid-body: nothing was queued, nobody to answer.
-      log.debug({ err, route: route.name }, "client aborted the request body; nothing queued");
-      res.destroy();
-    } else {
-      // The Object Store did not take the body.
-      req.resume();
-      log.warn({ err, route: route.name }, "could not store a large request body; answered 503");
-      unavailable(res, route, err);
-    }
+    bodyFailed(log, exchange, err);
     return undefined;
   }
 }
 
 /**
- * Publishes the job and resolves once JetStream has it; with the status of the existing job when
- * the message id was a duplicate of an idempotent repeat that arrived at the same moment.
+ * Publishes the job's message and resolves with JetStream's acknowledgement. When the confirmation
+ * times out, the same message is published again under the same message id (JetStream drops the
+ * duplicate if the first got through), up to {@link PUBLISH_TRIES} times. `retried`: an earlier try
+ * may have been stored, so a `duplicate` answer may be this job's own message.
  */
-async function persist(store: JobStore, route: RouteConfig, job: JobRequest, body: ReadBody, msgId: string): Promise<string | undefined> {
-  const inline = "inline" in body ? body.inline : new Uint8Array(0);
-  const ack = await publishJob(store.context, job, inline, msgId);
-  if (!ack.duplicate) return undefined;
+async function publishConfirmed(log: Logger, store: JobStore, job: JobRequest, message: JobMessage, msgId: string): Promise<{ ack: PubAck; retried: boolean }> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return { ack: await publishJob(store.context, job, message, msgId), retried: attempt > 1 };
+    } catch (err) {
+      if (!(err instanceof TimeoutError) || attempt >= PUBLISH_TRIES) throw err;
+      log.warn({ err, job: job.id, route: job.route, attempt }, "JetStream did not confirm the publish in time; publishing again under the same message id");
+    }
+  }
+}
+
+/**
+ * Whether a failed publish certainly stored nothing: JetStream answered with an error, or nobody
+ * listened. After a timeout or a lost connection the message may exist, so its body must stay.
+ */
+function surelyNotStored(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return true;
+  const cause = err instanceof Error ? err.cause : undefined;
+  return cause instanceof RequestError && cause.isNoResponders();
+}
+
+/**
+ * Publishes the job and resolves once JetStream has it; with the existing job when the message
+ * id was a duplicate of an idempotent repeat that arrived at the same moment.
+ */
+async function persist(deps: AcceptDeps, exchange: Exchange, job: JobRequest, message: JobMessage, msgId: string): Promise<ExistingJob | undefined> {
+  const { store, route } = exchange;
+  const { ack, retried } = await publishConfirmed(deps.log, store, job, message, msgId);
+  // A retried publish of a random id can only be a duplicate of its own first try.
+  if (!ack.duplicate || (retried && job.fingerprint === undefined)) return undefined;
   // JetStream has seen this message id in the last two minutes: an idempotent repeat that
   // arrived at the same moment (then its job exists), or one whose job was deleted since.
-  const now = await findIdempotent(store, route, job.id);
-  if (now.existing !== undefined) {
-    if (job.storedBody) await store.deleteRequestBody(job.storedBody.name);
-    return now.existing;
+  const keys = deps.keys() as ServerKeys;
+  const now = await findIdempotent(store, route, [{ id: job.id, key: keys.primary }]);
+  if (now.kind === "existing") {
+    // Our uploaded body is orphaned when our message was surely not stored: a duplicate on the only
+    // try. After retries an earlier try may be the message kept, so only a job known to name
+    // another object lets it go (else it expires with the bucket's max_age).
+    const ours = job.storedBody?.name;
+    const other = now.storedBodyName !== undefined && now.storedBodyName !== ours;
+    if (ours !== undefined && (!retried || other)) await store.deleteRequestBody(ours);
+    return now;
   }
-  await publishJob(store.context, job, inline, `${job.id}.${job.createdAt}`);
+  await publishConfirmed(deps.log, store, job, message, `${job.id}.${job.createdAt}`);
   return undefined;
+}
+
+/**
+ * Makes every replica forget that `id` was unknown (this one at once, the others by a core NATS
+ * notice): an idempotent id may have been polled and found nowhere a moment ago.
+ */
+function announce(store: JobStore, unknownIds: UnknownIds, id: string): void {
+  unknownIds.forget(id);
+  store.context.nc.publish(store.context.names.acceptedSubject(id));
+}
+
+function toJob(req: IncomingMessage, route: RouteConfig, keys: ServerKeys, id: string, body: ReadBody): JobRequest {
+  const stored = "stored" in body ? body.stored : undefined;
+  const owner = bindOwner(keys, route.owner, req.rawHeaders);
+  return {
+    id,
+    route: route.name,
+    method: req.method ?? "GET",
+    url: req.url ?? "/",
+    headers: toStoredHeaders(req),
+    createdAt: Date.now(),
+    ...(stored ? { storedBody: stored } : {}),
+    ...(owner ? { owner } : {}),
+  };
 }
 
 export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
   const { config, log } = deps;
   const jobsPath = config.jobs.path;
 
-  function sendReplayed(res: ServerResponse, route: RouteConfig, id: string, status: string): void {
-    log.info({ job: id, route: route.name }, "idempotent retry: answered with the existing job");
-    sendAccepted(res, jobsPath, route, id, status, { "idempotent-replayed": "true" });
+  /** Answers a repeat of an idempotent request: the job it made, unless this one differs (422). */
+  function answerRepeat(exchange: Exchange, existing: ExistingJob, fingerprint: string): void {
+    const { res, route } = exchange;
+    if (existing.fingerprint !== undefined && !fingerprintsMatch(existing.fingerprint, fingerprint)) {
+      log.info({ job: existing.id, route: route.name }, "Idempotency-Key reused for another request; answered 422");
+      sendProblem(res, new IdempotencyKeyReusedError());
+      return;
+    }
+    log.info({ job: existing.id, route: route.name }, "idempotent retry: answered with the existing job");
+    sendAccepted(res, jobsPath, route, existing.id, existing.status, { "idempotent-replayed": "true" });
+  }
+
+  async function repeat(exchange: Exchange, existing: ExistingJob): Promise<void> {
+    const { req } = exchange;
+    let fingerprint: string;
+    try {
+      fingerprint = await hashBody(req, createFingerprintHasher(existing.key, req.method ?? "GET", req.url ?? "/"), exchange.route.maxBodyBytes);
+    } catch (err) {
+      bodyFailed(log, exchange, err);
+      return;
+    }
+    answerRepeat(exchange, existing, fingerprint);
+  }
+
+  async function submit(exchange: Exchange, keys: ServerKeys, identity: Extract<Identity, { kind: "new" }>): Promise<void> {
+    const { req, res, route, store } = exchange;
+    const hasher = identity.key && createFingerprintHasher(identity.key, req.method ?? "GET", req.url ?? "/");
+    const body = await receiveBody(log, exchange, identity.id, hasher);
+    if (!body) return;
+    const job: JobRequest = { ...toJob(req, route, keys, identity.id, body), ...(hasher ? { fingerprint: hasher.digest() } : {}) };
+    let existing: ExistingJob | undefined;
+    try {
+      existing = await persist(deps, exchange, job, toJobMessage(job, "inline" in body ? body.inline : new Uint8Array(0), store.sealer), identity.msgId);
+    } catch (err) {
+      log.warn({ err, job: job.id, route: route.name }, "could not persist a request; answered 503");
+      // A body is dropped only when JetStream surely stored no message naming it.
+      if (job.storedBody && surelyNotStored(err)) await store.deleteRequestBody(job.storedBody.name).catch(() => undefined);
+      unavailable(res, route, err);
+      return;
+    }
+    if (existing) return answerRepeat(exchange, existing, job.fingerprint ?? "");
+    // An idempotent id may have been unknown a moment ago (its earlier job expired or was deleted).
+    if (job.fingerprint !== undefined) announce(store, deps.unknownIds, job.id);
+    const bodyBytes = job.storedBody?.bytes ?? ("inline" in body ? body.inline.byteLength : 0);
+    log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: job.storedBody !== undefined }, "job accepted");
+    sendAccepted(res, jobsPath, route, job.id);
   }
 
   return async function accept(req, res, route) {
     const store = deps.store();
-    if (!store) {
+    const keys = deps.keys();
+    if (!store || !keys) {
       // Drain what the client sends so the 503 reaches it on a clean connection.
       req.resume();
       unavailable(res, route);
       return;
     }
+    const exchange: Exchange = { req, res, route, store };
     let identity: Identity;
     try {
-      identity = await identify(config, store, req, route);
+      identity = await identify({ prefix: config.nats.stream, store, keys }, req, route, idempotencyKeyOf(req));
     } catch (err) {
       req.resume();
       if (err instanceof BadRequestError) sendProblem(res, err);
       else unavailable(res, route, err);
       return;
     }
-    if (identity.existing !== undefined) {
-      req.resume();
-      sendReplayed(res, route, identity.id, identity.existing);
-      return;
-    }
-    const body = await receiveBody(log, { req, res }, route, store, identity.id);
-    if (!body) return;
-    const stored = "stored" in body ? body.stored : undefined;
-    const job: JobRequest = {
-      id: identity.id,
-      route: route.name,
-      method: req.method ?? "GET",
-      url: req.url ?? "/",
-      headers: toStoredHeaders(req),
-      createdAt: Date.now(),
-      ...(stored ? { storedBody: stored } : {}),
-    };
-    let replayed: string | undefined;
-    try {
-      replayed = await persist(store, route, job, body, identity.msgId);
-    } catch (err) {
-      log.warn({ err, route: route.name }, "could not persist a request; answered 503");
-      if (stored) await store.deleteRequestBody(stored.name).catch(() => undefined);
-      unavailable(res, route, err);
-      return;
-    }
-    if (replayed !== undefined) return sendReplayed(res, route, job.id, replayed);
-    const bodyBytes = stored?.bytes ?? ("inline" in body ? body.inline.byteLength : 0);
-    log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: stored !== undefined }, "job accepted");
-    sendAccepted(res, jobsPath, route, job.id);
+    if (identity.kind === "existing") return repeat(exchange, identity);
+    return submit(exchange, keys, identity);
   };
 }

@@ -2,7 +2,8 @@
  * The jobs endpoints: `GET <jobs.path>/<id>` (status), `GET <jobs.path>/<id>/result` (the
  * backend's response replayed) and `DELETE <jobs.path>/<id>` (cancel, or delete a finished job's
  * response). Ids are checked against the exact shape slowlane issues before they reach a subject
- * or a KV key; anything else is a 404.
+ * or a KV key, and a tagged id's tag against the server keys: anything else is a 404 from memory.
+ * A job bound to its caller answers only requests that show the same identity (else the same 404).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Subscription } from "@nats-io/transport-node";
@@ -11,12 +12,14 @@ import type { Config } from "../config/index.js";
 import { JobNotFoundError, MethodNotAllowedError, NatsUnavailableError, SlowlaneError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { cancelJob, subscribeCancelNotices } from "../jobs/cancel.js";
-import { isJobId } from "../jobs/job-id.js";
+import { isJobId, isJobIdShape } from "../jobs/job-id.js";
 import { isFinal } from "../jobs/record.js";
 import type { JobStore } from "../jobs/store.js";
+import type { ServerKeys } from "../security/server-keys.js";
 import { sendProblem } from "../shared/problem.js";
 import { sendResult } from "./job-result.js";
 import { createJobLookup, createStatusAnswer } from "./job-status.js";
+import type { UnknownIds } from "./job-status.js";
 import type { ResultCache } from "./result-cache.js";
 
 export interface JobsDeps {
@@ -26,6 +29,10 @@ export interface JobsDeps {
   cache: ResultCache;
   /** The store while NATS is connected and set up, else `undefined` (→ 503). */
   store: () => JobStore | undefined;
+  /** The server keys (id tags, owner tags); `undefined` until known, and then the store is too (→ 503). */
+  keys: () => ServerKeys | undefined;
+  /** Ids recently found nowhere, shared with the accept path (which forgets the ids it creates). */
+  unknownIds: UnknownIds;
 }
 
 export type JobsHandler = (req: IncomingMessage, res: ServerResponse, pathname: string) => Promise<void>;
@@ -39,7 +46,7 @@ function parseJobPath(pathname: string, prefix: string): { id: string; result: b
   const slash = rest.indexOf("/");
   const id = slash === -1 ? rest : rest.slice(0, slash);
   const tail = slash === -1 ? "" : rest.slice(slash);
-  if (!isJobId(id) || (tail !== "" && tail !== "/result")) return undefined;
+  if (!isJobIdShape(id) || (tail !== "" && tail !== "/result")) return undefined;
   return { id, result: tail === "/result" };
 }
 
@@ -50,15 +57,28 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
   const lookup = createJobLookup(deps);
   const sendStatus = createStatusAnswer(jobsPath, deps.config);
 
-  // Cancel notices from any replica: a canceled or deleted job leaves this proxy's cache too.
-  let listening: { store: JobStore; sub: Subscription } | undefined;
+  // Notices from any replica: a canceled or deleted job leaves this proxy's cache of finished jobs,
+  // a job that exists again (an idempotent request) its cache of unknown ids.
+  let listening: { store: JobStore; subs: Subscription[] } | undefined;
   function listenForCancels(store: JobStore | undefined): void {
     if (!store || listening?.store.context.nc === store.context.nc) return;
-    listening?.sub.unsubscribe();
-    listening = { store, sub: subscribeCancelNotices(store.context, (id) => cache.delete(id)) };
+    for (const sub of listening?.subs ?? []) sub.unsubscribe();
+    const { context } = store;
+    const accepted = context.nc.subscribe(context.names.acceptedFilter, {
+      callback: (err, msg) => {
+        const id = err ? undefined : context.names.idOfAcceptedSubject(msg.subject);
+        if (id !== undefined) deps.unknownIds.forget(id);
+      },
+    });
+    const canceled = subscribeCancelNotices(context, (id) => {
+      cache.delete(id);
+      deps.unknownIds.forget(id);
+    });
+    listening = { store, subs: [canceled, accepted] };
   }
 
-  async function cancel(id: string): Promise<void> {
+  async function cancel(id: string, rawHeaders: readonly string[]): Promise<void> {
+    await lookup.checkOwner(id, rawHeaders);
     const store = deps.store();
     if (!store) throw new NatsUnavailableError("the job store is unavailable, retry later");
     const table = routeTableOf(deps.config());
@@ -79,15 +99,18 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     try {
       const target = parseJobPath(pathname, prefix);
       if (!target) throw new JobNotFoundError();
+      // A tagged id that no configured key made is unknown without a lookup. (No keys yet: NATS is away, and the store with it: 503 below.)
+      const keys = deps.keys();
+      if (keys && !isJobId(keys, target.id)) throw new JobNotFoundError();
       const allowed = target.result ? READ_METHODS : JOB_METHODS;
       if (!allowed.includes(req.method ?? "")) throw new MethodNotAllowedError(allowed);
       listenForCancels(deps.store());
       if (req.method === "DELETE") {
-        await cancel(target.id);
+        await cancel(target.id, req.rawHeaders);
         res.writeHead(204).end();
         return;
       }
-      const { record, body } = await lookup.find(target.id);
+      const { record, body } = await lookup.find(target.id, req.rawHeaders);
       if (target.result && isFinal(record)) await sendResult(deps, res, record, body);
       else sendStatus(res, record);
     } catch (err) {

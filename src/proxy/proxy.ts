@@ -6,9 +6,11 @@ import { once } from "node:events";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../log.js";
 import type { JobStore } from "../jobs/store.js";
+import type { ServerKeys } from "../security/server-keys.js";
 import { toHttpUrl } from "../shared/address.js";
 import { createAcceptHandler } from "./accept.js";
 import { createJobsHandler } from "./job-endpoints.js";
+import { createUnknownIds } from "./job-status.js";
 import { createPassthrough } from "./passthrough.js";
 import type { Passthrough } from "./passthrough.js";
 import { createResultCache } from "./result-cache.js";
@@ -22,6 +24,8 @@ export interface ProxyOptions {
   log: Logger;
   /** The store while NATS is connected and set up. */
   store: () => JobStore | undefined;
+  /** The server keys: from the key file, or once the shared key is read from NATS. */
+  keys: () => ServerKeys | undefined;
   observers: { http: HttpObserver; resultCache: ResultCacheObserver };
   serverLimits?: ServerLimits;
 }
@@ -37,11 +41,13 @@ export interface Proxy {
 
 /** Starts the proxy and resolves once it listens; a port in use rejects. */
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
-  const { log, store } = options;
+  const { log, store, keys } = options;
   const config = options.config();
+  const unknownIds = createUnknownIds();
+  const cache = createResultCache({ observer: options.observers.resultCache });
   const handlers: HttpHandlers = {
-    accept: createAcceptHandler({ config, log, store }),
-    jobs: createJobsHandler({ config: options.config, log, cache: createResultCache({ observer: options.observers.resultCache }), store }),
+    accept: createAcceptHandler({ config, log, store, keys, unknownIds }),
+    jobs: createJobsHandler({ config: options.config, log, cache, store, keys, unknownIds }),
     passthrough: createPassthrough({ upstream: config.upstream, log }),
     observer: options.observers.http,
   };

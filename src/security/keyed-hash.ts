@@ -70,3 +70,38 @@ export function idempotentJobId(keys: ServerKeys, parts: readonly string[], key:
 export function idempotentJobIdCandidates(keys: ServerKeys, parts: readonly string[], key: string): string[] {
   return keys.all.map((serverKey) => idempotentJobIdWith(serverKey, parts, key));
 }
+
+/** A keyed hash of one request, fed as its body streams in. */
+export interface FingerprintHasher {
+  /** Adds body bytes, in order. */
+  update(chunk: Uint8Array): void;
+  /** The fingerprint, base64url (43 characters); call once, after the last byte. */
+  digest(): string;
+}
+
+/**
+ * What an idempotent request was: HMAC-SHA-256 of its method, URL and body under `key`'s
+ * fingerprint sub-key. Method and URL are length-prefixed and the body comes last, so no two
+ * requests share an encoding. Use the key that made the job's id (the primary one for a new job,
+ * the matching candidate's for a repeat), so fingerprints stay comparable across a rotation.
+ */
+export function createFingerprintHasher(key: ServerKey, method: string, url: string): FingerprintHasher {
+  const hmac = createHmac("sha256", deriveKey(key, KeyPurposes.Fingerprint));
+  const length = Buffer.alloc(4);
+  for (const value of [method, url]) {
+    const bytes = Buffer.from(value, "utf8");
+    length.writeUInt32BE(bytes.length, 0);
+    hmac.update(length).update(bytes);
+  }
+  return {
+    update: (chunk) => void hmac.update(chunk),
+    digest: () => hmac.digest().toString("base64url"),
+  };
+}
+
+/** Whether two fingerprints are the same, in constant time. */
+export function fingerprintsMatch(a: string, b: string): boolean {
+  const left = Buffer.from(a, "utf8");
+  const right = Buffer.from(b, "utf8");
+  return left.length === right.length && timingSafeEqual(left, right);
+}

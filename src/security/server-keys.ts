@@ -41,6 +41,8 @@ export const KeyPurposes = {
   Owner: "slowlane owner v1",
   JobId: "slowlane id v1",
   Idempotency: "slowlane idempotency v1",
+  /** What an idempotent request was (method, URL, body), to tell a true repeat from a reused key. */
+  Fingerprint: "slowlane fingerprint v1",
 } as const;
 
 export type KeyPurpose = (typeof KeyPurposes)[keyof typeof KeyPurposes];

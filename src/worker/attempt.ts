@@ -34,6 +34,7 @@ import {
   ResponseTooLargeError,
   StoredRequestInvalidError,
 } from "../errors.js";
+import { SealError } from "../security/seal.js";
 import type { JobRequest } from "../jobs/envelope.js";
 import { JobStatus } from "../jobs/record.js";
 import type { AttemptRecord } from "../jobs/record.js";
@@ -75,6 +76,7 @@ function outcomeOf(err: unknown): string {
   if (err instanceof ResponseTooLargeError) return "too_large";
   if (err instanceof RequestBodyMissingError) return "body_missing";
   if (err instanceof StoredRequestInvalidError) return "invalid";
+  if (err instanceof SealError) return "unreadable";
   return "error";
 }
 
@@ -136,7 +138,7 @@ async function isCompletedAt(run: Run, finishedAt: number): Promise<boolean> {
 async function callAndComplete(run: Run, control: CallControl): Promise<string> {
   const { deps, job, route, msg, tracked } = run;
   const { signal } = control.abort;
-  const body = job.storedBody === undefined ? msg.data : await deps.store.getRequestBody(job.storedBody.name);
+  const body = await deps.store.openRequestBody(job, msg.data);
   if (body === undefined) throw new RequestBodyMissingError();
   const upstream = toBackendUrl(deps.backendUrl(), job);
   control.gate.calling();
@@ -219,7 +221,7 @@ async function settleError(run: Run, err: unknown, control: CallControl): Promis
   const call: AttemptRecord = { attempt: run.tracked.record.attempts, startedAt, durationMs, outcome: outcomeOf(err) };
   if (err instanceof BackendUnreachableError) return settleUnreachable(run, err, call, control);
   if (isRetryable(err)) return retryOrFail(run, err, call);
-  if (err instanceof ResponseTooLargeError || err instanceof RequestBodyMissingError) return fail(run, err, { call });
+  if (err instanceof ResponseTooLargeError || err instanceof RequestBodyMissingError || err instanceof SealError) return fail(run, err, { call });
   if (err instanceof StoredRequestInvalidError) return fail(run, err);
   // Not the job's fault either. If NATS takes the write, the next start does not count this one as an interruption.
   await handBack(run.deps.store, run.tracked, { durationMs, outcome: "error" }).catch(() => undefined);

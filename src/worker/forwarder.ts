@@ -139,17 +139,17 @@ class ForwarderState {
 
   /** Starts one delivered message; never throws (a message that names no job is terminated). */
   start(route: string, msg: JsMsg): void {
-    const found = identifyJob(this.options.store.context.names, route, msg);
+    const found = identifyJob(this.options.store.context.names, route, msg, this.options.store.sealer);
     if (!found) {
       this.log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
       msg.term();
       return;
     }
-    const { job, invalid } = found;
+    const { job, rejection } = found;
     const settings = this.routes.get(route) ?? routeTableOf(this.config).settingsOf(route);
     const control: CallControl = { abort: new AbortController(), gate: this.circuits.gate(settings), refresh: undefined };
     const { signal } = control.abort;
-    const attempt = invalid === undefined ? runAttempt(this.deps, job, settings, msg, control) : rejectRequest(this.deps, job, settings, msg, invalid);
+    const attempt = rejection === undefined ? runAttempt(this.deps, job, settings, msg, control) : rejectRequest(this.deps, job, settings, msg, rejection);
     const call: RunningCall = {
       jobId: job.id,
       control,

@@ -7,9 +7,12 @@
  */
 import type { JsMsg } from "@nats-io/jetstream";
 import { StoredRequestInvalidError } from "../errors.js";
+import type { SlowlaneError } from "../errors.js";
+import { SealError } from "../security/seal.js";
+import type { Sealer } from "../security/seal.js";
 import { decodeEnvelope } from "../jobs/envelope.js";
 import type { JobRequest } from "../jobs/envelope.js";
-import { isJobId } from "../jobs/job-id.js";
+import { isJobIdShape } from "../jobs/job-id.js";
 import type { JetStreamNames } from "../nats/names.js";
 
 /** An HTTP method is a token (RFC 9110 §9.1, §5.6.2). */
@@ -30,10 +33,10 @@ export function checkStoredRequest(job: JobRequest): string | undefined {
   return undefined;
 }
 
-/** The job a queued message is, and why it cannot be sent (`invalid`), if it cannot. */
+/** The job a queued message is, and why it cannot be sent (`rejection`), if it cannot. */
 export interface IdentifiedJob {
   readonly job: JobRequest;
-  readonly invalid?: string;
+  readonly rejection?: SlowlaneError;
 }
 
 /**
@@ -43,15 +46,23 @@ export interface IdentifiedJob {
  * is still a job a client may be polling: it comes back `invalid`, to be failed, with what the
  * subject and the message say about it.
  */
-export function identifyJob(names: JetStreamNames, route: string, msg: Pick<JsMsg, "subject" | "headers" | "time">): IdentifiedJob | undefined {
+export function identifyJob(
+  names: JetStreamNames,
+  route: string,
+  msg: Pick<JsMsg, "subject" | "headers" | "time">,
+  sealer?: Sealer,
+): IdentifiedJob | undefined {
   const named = names.parseJobSubject(msg.subject);
-  if (!named || named.route !== route || !isJobId(named.id)) return undefined;
-  const decoded = decodeEnvelope(msg.headers);
+  if (!named || named.route !== route || !isJobIdShape(named.id)) return undefined;
+  const decoded = decodeEnvelope(msg.headers, sealer);
   const bare: JobRequest = { id: named.id, route, method: "", url: "", headers: [], createdAt: msg.time.getTime() };
-  if (!decoded) return { job: bare, invalid: "it has no readable slowlane request envelope" };
-  if (decoded.id !== named.id || decoded.route !== route) return { job: bare, invalid: "its envelope names another job" };
-  const invalid = checkStoredRequest(decoded);
-  return invalid === undefined ? { job: decoded } : { job: decoded, invalid };
+  const invalid = (reason: string) => new StoredRequestInvalidError(reason);
+  if (!decoded) return { job: bare, rejection: invalid("it has no readable slowlane request envelope") };
+  if (decoded.id !== named.id || decoded.route !== route) return { job: bare, rejection: invalid("its envelope names another job") };
+  // Sealed with a key that is not configured (or tampered with): unreadable, not malformed.
+  if (decoded.unreadable !== undefined) return { job: decoded, rejection: new SealError(decoded.unreadable) };
+  const reason = checkStoredRequest(decoded);
+  return reason === undefined ? { job: decoded } : { job: decoded, rejection: invalid(reason) };
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import type { JsMsg } from "@nats-io/jetstream";
 import type { RouteConfig } from "../config/index.js";
-import { BackendStatusError, DeadlineExceededError, StoredRequestInvalidError } from "../errors.js";
+import { BackendStatusError, DeadlineExceededError } from "../errors.js";
 import type { SlowlaneError } from "../errors.js";
 import { putDeadLetter } from "../jobs/dead-letters.js";
 import type { JobRequest } from "../jobs/envelope.js";
@@ -134,7 +134,8 @@ export async function holdBack(deps: AttemptDeps, job: JobRequest, route: RouteC
 }
 
 /** What the queue holds for the job cannot be sent: fail it to the dead letters, the backend never called. */
-export async function rejectRequest(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg, reason: string): Promise<void> {
+export async function rejectRequest(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg, rejection: SlowlaneError): Promise<void> {
+  const reason = rejection.message;
   deps.log.error({ job: job.id, route: route.name, subject: msg.subject, seq: msg.seq, reason }, "the queued request cannot be sent; failing the job");
-  await failUncalled(deps, job, route, msg, new StoredRequestInvalidError(reason));
+  await failUncalled(deps, job, route, msg, rejection);
 }

@@ -207,7 +207,7 @@ describe("request targets and Host", () => {
       { queued: 1 },
     );
     expect(exchange.last?.status).toBe(202);
-    expect(exchange.last?.headers.location).toMatch(/^\/_slowlane\/jobs\/[A-Za-z0-9_-]{22}$/);
+    expect(exchange.last?.headers.location).toMatch(/^\/_slowlane\/jobs\/[A-Za-z0-9_-]{28}$/);
   });
 
   it.each([

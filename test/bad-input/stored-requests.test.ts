@@ -12,6 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { toEnvelopeHeaders } from "../../src/jobs/envelope.js";
 import type { JobRequest } from "../../src/jobs/envelope.js";
 import { createJobId } from "../../src/jobs/job-id.js";
+import { generateKeyLine, parseServerKeys } from "../../src/security/server-keys.js";
+import { writeKeyFile } from "../helpers/keys.js";
 import { startTestBackend } from "../helpers/backend.js";
 import type { TestBackend } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
@@ -23,6 +25,10 @@ import type { TestApp } from "../helpers/slowlane.js";
 const env = useNatsAndBackend();
 const inspector = useJetStreamInspector(env);
 const stream = uniqueStream("stored");
+// The ids below are minted here, as a publisher with NATS access would: with the proxy's own key, so
+// that its status URL answers for them (a made-up id is 404 without a lookup).
+const keyLine = generateKeyLine();
+const keys = parseServerKeys(keyLine, "test");
 let app: TestApp;
 let evil: TestBackend;
 let jsm: JetStreamManager;
@@ -36,6 +42,7 @@ beforeAll(async () => {
       nats: { servers: env.nats.url, stream, ackWait: "2s" },
       defaults: { timeout: "5s", ttl: "10m", attempts: 3, backoff: { initial: "100ms" } },
       routes: [{ name: "jobs", path: "/jobs/**" }],
+      security: { keyFile: writeKeyFile([keyLine]) },
     }),
   );
   await app.app.ready;
@@ -48,7 +55,7 @@ afterAll(async () => {
 
 /** Publishes a message to a job's subject as anyone with access to NATS could; returns the job id. */
 async function publishRaw(fields: Partial<JobRequest> | undefined): Promise<string> {
-  const id = createJobId();
+  const id = createJobId(keys);
   const job: JobRequest = { id, route: "jobs", method: "POST", url: "/jobs/x", headers: [], createdAt: Date.now(), ...fields };
   const js = jetstream(inspector.nc);
   await js.publish(`${stream}.jobs.jobs.${id}`, new TextEncoder().encode("body"), fields === undefined ? {} : { headers: toEnvelopeHeaders(job) });

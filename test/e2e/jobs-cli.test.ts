@@ -17,6 +17,7 @@ import { getDeadLetter, putDeadLetter } from "../../src/jobs/dead-letters.js";
 import { decodeEnvelope, toEnvelopeHeaders } from "../../src/jobs/envelope.js";
 import type { JobRequest } from "../../src/jobs/envelope.js";
 import { createJobId } from "../../src/jobs/job-id.js";
+import { TEST_KEYS } from "../helpers/keys.js";
 import { provision } from "../../src/nats/provision.js";
 import type { JetStreamContext } from "../../src/nats/context.js";
 import { JobStatus } from "../../src/jobs/record.js";
@@ -72,7 +73,7 @@ describe("slowlane jobs on hand-made jobs", () => {
   let waiting: JobRequest;
 
   async function accept(route: string, body: string): Promise<JobRequest> {
-    const job: JobRequest = { id: createJobId(), route, method: "POST", url: `/${route}/q3`, headers: ["x-tenant", "acme"], createdAt: Date.now() };
+    const job: JobRequest = { id: createJobId(TEST_KEYS), route, method: "POST", url: `/${route}/q3`, headers: ["x-tenant", "acme"], createdAt: Date.now() };
     await ctx.js.publish(ctx.names.jobSubject(route, job.id), encoder.encode(body), { msgID: job.id, headers: toEnvelopeHeaders(job) });
     return job;
   }
@@ -110,7 +111,7 @@ describe("slowlane jobs on hand-made jobs", () => {
     });
     msg.term();
 
-    running = createJobId();
+    running = createJobId(TEST_KEYS);
     await putRecord(ctx, { id: running, route: "exports", status: JobStatus.Running, attempts: 1, createdAt: now, updatedAt: now });
     waiting = await accept("exports", "later");
   });
@@ -178,7 +179,7 @@ describe("slowlane jobs on hand-made jobs", () => {
     const notStarted = await slowlane(["jobs", "retry", waiting.id, "--config", file]);
     expect(notStarted.code).toBe(1);
     expect(notStarted.stderr).toContain("no worker has started it yet");
-    const unknown = createJobId();
+    const unknown = createJobId(TEST_KEYS);
     const none = await slowlane(["jobs", "retry", unknown, "--config", file]);
     expect(none.code).toBe(1);
     expect(none.stderr).toContain(`no such job: ${unknown}`);

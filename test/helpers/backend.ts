@@ -7,6 +7,9 @@
  *                         the first N calls with key K answer S (default 503, with Retry-After: R if
  *                         given), later ones 200 JSON { key, calls }
  *   /echo, /echo/**       JSON echo of method, url, headers and the body (base64)
+ *   /reply, /reply/**?size=N&status=S
+ *                         S (default 200), N bytes (at least one marker) of text repeating the
+ *                         request's `x-reply-marker` header, which is also in a set-cookie and x-reply
  *   /hang                 never answers
  *   anything else         200 JSON { method, url }
  * Upgrade requests are switched (101) and echo bytes back.
@@ -73,7 +76,8 @@ export async function startTestBackend(port = 0): Promise<TestBackend> {
       };
       res.on("close", finish);
       const url = new URL(req.url ?? "/", "http://backend");
-      const kind = url.pathname.startsWith("/echo/") ? "/echo" : url.pathname.startsWith("/flaky/") ? "/flaky" : url.pathname;
+      const prefixed = ["/echo", "/flaky", "/reply"].find((p) => url.pathname.startsWith(`${p}/`));
+      const kind = prefixed ?? url.pathname;
       switch (kind) {
         case "/slow": {
           const ms = Number(url.searchParams.get("ms") ?? 0);
@@ -113,6 +117,19 @@ export async function startTestBackend(port = 0): Promise<TestBackend> {
         case "/echo":
           json(res, 200, { method: req.method, url: req.url, headers: req.headers, body: body.toString("base64") });
           return;
+        case "/reply": {
+          const marker = String(req.headers["x-reply-marker"] ?? "marker");
+          const size = Math.max(Number(url.searchParams.get("size") ?? 0), marker.length);
+          const text = `${marker} `.repeat(Math.ceil(size / (marker.length + 1))).slice(0, size);
+          res.writeHead(Number(url.searchParams.get("status") ?? 200), [
+            "content-type", "text/plain",
+            "set-cookie", `session=${marker}; HttpOnly`,
+            "x-reply", marker,
+            "content-length", String(Buffer.byteLength(text)),
+          ]);
+          res.end(text);
+          return;
+        }
         case "/hang":
           return;
         default:

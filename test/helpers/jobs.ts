@@ -49,16 +49,19 @@ export async function submitJob(url: string, method: Method, path: string, optio
   return id;
 }
 
-/** GET on a job's status URL, redirects not followed (a final job answers 303). */
-export function getStatus(url: string, id: string): Test {
-  return request(url).get(`${JOBS}/${id}`).redirects(0);
+/** GET on a job's status URL, redirects not followed (a final job answers 303). A job bound to its caller (route `owner`) needs the caller's `headers`. */
+export function getStatus(url: string, id: string, headers: Record<string, string> = {}): Test {
+  return request(url).get(`${JOBS}/${id}`).set(headers).redirects(0);
 }
 
-/** Polls a job's status URL on the proxy at `url` until it is final; returns the 303 answer. */
-export async function waitFinal(url: string, id: string, timeoutMs = 15_000): Promise<Response> {
+/**
+ * Polls a job's status URL on the proxy at `url` until it is final; returns the 303 answer. A job
+ * bound to its caller (route `owner`) needs the caller's `headers` (e.g. its Authorization).
+ */
+export async function waitFinal(url: string, id: string, timeoutMs = 15_000, headers: Record<string, string> = {}): Promise<Response> {
   return waitFor(
     async () => {
-      const res = await getStatus(url, id);
+      const res = await getStatus(url, id, headers);
       return res.status === 303 ? res : undefined;
     },
     { timeoutMs, what: `job ${id} to finish` },
@@ -71,9 +74,10 @@ export function getResult(url: string, id: string): Test {
 }
 
 /** GET on a job's result URL, with the body as raw bytes (`res.body` is a Buffer). */
-export async function fetchResult(url: string, id: string) {
+export async function fetchResult(url: string, id: string, headers: Record<string, string> = {}) {
   return request(url)
     .get(`${JOBS}/${id}/result`)
+    .set(headers)
     .buffer(true)
     .parse((r, cb) => {
       const chunks: Buffer[] = [];

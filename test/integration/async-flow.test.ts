@@ -36,7 +36,7 @@ async function submit(method: Method, path: string, body?: Buffer | string): Pro
   const res = await slowlane.send(method, path, { body });
   expect(res.status).toBe(202);
   const id = res.body.id as string;
-  expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  expect(id).toMatch(/^[A-Za-z0-9_-]{28}$/);
   expect(res.headers.location).toBe(`${JOBS}/${id}`);
   expect(res.headers["retry-after"]).toBe("1");
   expect(res.body).toEqual({ id, status: "queued", statusUrl: `${JOBS}/${id}` });

@@ -142,14 +142,17 @@ describe("the deadline", () => {
   it("fails a job that waited past it while the route was paused, without calling the backend", { timeout: 30_000 }, async () => {
     const port = await getFreePort();
     const stream = uniqueStream("paused");
-    const app = await start(configDoc(stream, port, [{ name: "stale", path: "/stale/**", deadline: "1s", attempts: 100 }]));
+    // No probe for 10 s after the circuit opens, so the late job cannot be picked as the probe (a real call)
+    // before its 1 s deadline has passed, however slow the machine is.
+    const backoff = { initial: "10s", max: "10s" };
+    const app = await start(configDoc(stream, port, [{ name: "stale", path: "/stale/**", deadline: "1s", attempts: 100, backoff }]));
 
     await submit(app, "/stale/opener");
     await waitFor(() => logsOf(app, "backend unreachable: route paused (circuit open in this worker)", "stale")[0], {
       what: "the circuit to open",
     });
     const id = await submit(app, "/stale/late");
-    const done = await waitFinal(app.url, id, 20_000);
+    const done = await waitFinal(app.url, id, 25_000);
     expect(done.body).toMatchObject({ status: "failed", attempts: 0, error: { code: "SLOWLANE_DEADLINE_EXCEEDED" } });
     expect(done.body.history).toBeUndefined();
 

@@ -10,6 +10,7 @@ import { deleteDeadLetter, getDeadLetter, putDeadLetter } from "../../src/jobs/d
 import { decodeEnvelope, toEnvelopeHeaders } from "../../src/jobs/envelope.js";
 import type { JobRequest } from "../../src/jobs/envelope.js";
 import { createJobId } from "../../src/jobs/job-id.js";
+import { TEST_KEYS } from "../helpers/keys.js";
 import { NotProvisionedError } from "../../src/errors.js";
 import { openJetStream } from "../../src/nats/open.js";
 import { provision } from "../../src/nats/provision.js";
@@ -54,7 +55,7 @@ async function setUp(label: string): Promise<JetStreamContext> {
 /** Accepts a job as the proxy does: one publish of the body with the envelope, msg id = job id. */
 async function accept(ctx: JetStreamContext, route: string, body: string): Promise<JobRequest> {
   const job: JobRequest = {
-    id: createJobId(),
+    id: createJobId(TEST_KEYS),
     route,
     method: "POST",
     url: `/${route}/q3?year=2026`,
@@ -179,11 +180,11 @@ describe("retrying a failed job", () => {
   it("refuses a job that is not failed, has no dead letter, is not started, or does not exist", async () => {
     const ctx = await setUp("refuse");
     const now = Date.now();
-    const running = createJobId();
+    const running = createJobId(TEST_KEYS);
     await putRecord(ctx, { id: running, route: "reports", status: JobStatus.Running, attempts: 1, createdAt: now, updatedAt: now });
     await expect(retryJob(ctx, running)).rejects.toThrow(`job ${running} is running, not failed`);
 
-    const noLetter = createJobId();
+    const noLetter = createJobId(TEST_KEYS);
     await putRecord(ctx, {
       id: noLetter,
       route: "reports",
@@ -199,7 +200,7 @@ describe("retrying a failed job", () => {
 
     const waiting = await accept(ctx, "exports", "x");
     await expect(retryJob(ctx, waiting.id)).rejects.toThrow(/is queued \(no worker has started it yet\)/);
-    await expect(retryJob(ctx, createJobId())).rejects.toThrow(/^no such job/);
+    await expect(retryJob(ctx, createJobId(TEST_KEYS))).rejects.toThrow(/^no such job/);
     await expect(retryJob(ctx, "not.a*job")).rejects.toBeInstanceOf(JobsCommandError);
   });
 
@@ -208,11 +209,12 @@ describe("retrying a failed job", () => {
     const ids: string[] = [];
     for (const keepBody of [false, true]) {
       const accepted = await accept(ctx, "reports", "");
-      const storedBody = { name: requestObjectName(accepted.id), bytes: 3 };
+      const storedBody = keepBody
+        ? await createJobStore(ctx).putRequestBody(accepted.id, new Blob(["big"]).stream())
+        : { name: requestObjectName(accepted.id), bytes: 3 };
       const job: JobRequest = { ...accepted, storedBody };
       const consumer = await ctx.js.consumers.get(ctx.names.stream, ctx.names.consumer("reports"));
       const msg = await consumer.next({ expires: 5_000 });
-      if (keepBody) await createJobStore(ctx).putRequestBody(storedBody.name, new Blob(["big"]).stream());
       await putDeadLetter(ctx, job, { headers: toEnvelopeHeaders(job), data: new Uint8Array(0) });
       const now = Date.now();
       await putRecord(ctx, { id: job.id, route: "reports", status: JobStatus.Failed, attempts: 1, failures: 1, createdAt: now, updatedAt: now });
@@ -283,7 +285,7 @@ describe("listing and showing jobs", () => {
     expect(shown.deadLetter?.bodyBytes).toBe(4);
     expect(shown.record?.error?.code).toBe("SLOWLANE_UPSTREAM_UNREACHABLE");
     expect(await showJob(ctx, waiting.id)).toMatchObject({ route: "exports", status: "queued", inQueue: true, record: undefined });
-    await expect(showJob(ctx, createJobId())).rejects.toThrow(/^no such job/);
+    await expect(showJob(ctx, createJobId(TEST_KEYS))).rejects.toThrow(/^no such job/);
   });
 });
 

@@ -12,7 +12,7 @@ import { useNatsAndBackend } from "../helpers/environment.js";
 import { startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { JOBS, uniqueTag } from "../helpers/jobs.js";
+import { JOBS, uniqueTag, waitFinal } from "../helpers/jobs.js";
 import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -30,7 +30,7 @@ async function post(app: TestApp, path: string, key: string | undefined, headers
   const res = await app.send("post", path, { body: "body", headers: { "content-type": "text/plain", ...keyHeader, ...headers } });
   expect(res.status, res.text).toBe(202);
   const id = res.body.id as string;
-  expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  expect(id).toMatch(/^[A-Za-z0-9_-]{28}$/);
   expect(res.headers.location).toBe(`${JOBS}/${id}`);
   // A replay answers `status: "queued"` whatever the job's state (sendAccepted): only id and URL are checked.
   expect(res.body).toMatchObject({ id, statusUrl: `${JOBS}/${id}` });
@@ -124,7 +124,10 @@ describe("Idempotency-Key with a worker running", () => {
     expect(new Set([alice.id, bob.id, anonymous.id]).size).toBe(3);
     expect([alice.replayed, bob.replayed, anonymous.replayed]).toEqual([undefined, undefined, undefined]);
     expect(aliceAgain).toEqual({ id: alice.id, replayed: "true" });
-    for (const job of [alice, bob, anonymous]) await app.waitFinal(job.id);
+    // Alice's and Bob's jobs are bound to their Authorization (route `owner`): they poll with it.
+    await waitFinal(app.url, alice.id, 15_000, { authorization: "Bearer alice" });
+    await waitFinal(app.url, bob.id, 15_000, { authorization: "Bearer bob" });
+    await waitFinal(app.url, anonymous.id);
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(3);
   });
 

@@ -52,6 +52,7 @@ describe("upstream down", () => {
     expect(done.body.error.message).toBe("the backend could not be reached");
     const failed = slowlane.logs.find((l) => l.msg === "job failed" && l.job === id);
     expect(failed?.detail).toMatch(/ECONNREFUSED.*127\.0\.0\.1:\d+/);
+    expect(JSON.stringify(done.body)).not.toMatch(/ECONNREFUSED|127\.0\.0\.1/);
   });
 });
 

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { withoutHopByHop, toHeaderPairs } from "../../src/shared/hop-by-hop.js";
 import { decodeEnvelope, ENVELOPE_HEADER, toEnvelopeHeaders } from "../../src/jobs/envelope.js";
-import { createJobId, isJobId } from "../../src/jobs/job-id.js";
+import { createJobId, isJobId, isJobIdShape } from "../../src/jobs/job-id.js";
+import { legacyJobId, TEST_KEYS } from "../helpers/keys.js";
 import { toJetStreamNames } from "../../src/nats/names.js";
 import { decodeRecord, encodeRecord, isExpired, toStatusBody } from "../../src/jobs/record.js";
 import type { JobRecord } from "../../src/jobs/record.js";
@@ -9,15 +10,25 @@ import { backoffDelayMs, parseRetryAfterMs, retryDelayMs } from "../../src/share
 import { headers as natsHeaders } from "@nats-io/transport-node";
 
 describe("job ids", () => {
-  it("are 22 URL-safe characters (128 bits) and never repeat", () => {
-    const ids = new Set(Array.from({ length: 10_000 }, createJobId));
+  it("are 28 URL-safe characters (128 random bits and a keyed tag) and never repeat", () => {
+    const ids = new Set(Array.from({ length: 10_000 }, () => createJobId(TEST_KEYS)));
     expect(ids.size).toBe(10_000);
-    for (const id of ids) expect(isJobId(id)).toBe(true);
+    for (const id of ids) {
+      expect(id).toMatch(/^[A-Za-z0-9_-]{28}$/);
+      expect(isJobId(TEST_KEYS, id)).toBe(true);
+    }
   });
 
-  it("reject anything but that exact shape", () => {
-    for (const bad of ["", "a", "*", ">", "a.b", "..%2F", "A".repeat(21), "A".repeat(23), "AAAAAAAAAAAAAAAAAAAAA=", "x".repeat(5000)]) {
-      expect(isJobId(bad), bad).toBe(false);
+  it("accept legacy 22-character ids, refuse made-up 28-character ones", () => {
+    expect(isJobId(TEST_KEYS, legacyJobId())).toBe(true);
+    expect(isJobId(TEST_KEYS, legacyJobId() + "AAAAAA")).toBe(false);
+    expect(isJobIdShape(legacyJobId() + "AAAAAA")).toBe(true);
+  });
+
+  it("reject anything but those exact shapes", () => {
+    for (const bad of ["", "a", "*", ">", "a.b", "..%2F", "A".repeat(21), "A".repeat(23), "AAAAAAAAAAAAAAAAAAAAA=", "A".repeat(27), "A".repeat(29), "x".repeat(5000)]) {
+      expect(isJobId(TEST_KEYS, bad), bad).toBe(false);
+      expect(isJobIdShape(bad), bad).toBe(false);
     }
   });
 });
@@ -25,7 +36,7 @@ describe("job ids", () => {
 describe("request envelope", () => {
   it("round-trips a request, including awkward header values", () => {
     const job = {
-      id: createJobId(),
+      id: createJobId(TEST_KEYS),
       route: "reports",
       method: "POST",
       url: "/reports/q3?x=1&y=%0A",

@@ -36,6 +36,17 @@ describe("createRouteMatcher", () => {
     expect(createRouteMatcher([])("GET", "/")).toBeUndefined();
   });
 
+  it("leaves OPTIONS (CORS preflights) to passthrough on a route without methods, unless a route lists it", () => {
+    const match = matcherOf([route("any", "/any/**"), route("listed", "/listed/**", ["POST", "OPTIONS"])]);
+    expect(match("OPTIONS", "/any/x")).toBeUndefined();
+    for (const method of ["GET", "POST", "DELETE", "PATCH"]) expect(match(method, "/any/x"), method).toBe("any");
+    expect(match("OPTIONS", "/listed/x")).toBe("listed");
+    // A route without methods further down still gets other methods; an OPTIONS falls through to the next that lists it.
+    const next = matcherOf([route("any", "/x/**"), route("preflight", "/x/**", ["OPTIONS"])]);
+    expect(next("OPTIONS", "/x/a")).toBe("preflight");
+    expect(next("GET", "/x/a")).toBe("any");
+  });
+
   it("returns the route object itself", () => {
     const r = route("a", "/a");
     expect(createRouteMatcher([r])("GET", "/a")).toBe(r);
