@@ -38,6 +38,8 @@ export interface JobRequest {
    * claim check) and has `bytes` bytes; the message payload is then empty.
    */
   readonly storedBody?: StoredBodyRef;
+  /** The client's `X-Callback-Url`, checked against the route's `callbacks.allow` at accept. */
+  readonly callbackUrl?: string;
 }
 
 export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
@@ -53,6 +55,7 @@ export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
       headers: request.headers,
       createdAt: request.createdAt,
       ...(request.storedBody === undefined ? {} : { storedBody: request.storedBody }),
+      ...(request.callbackUrl === undefined ? {} : { callbackUrl: request.callbackUrl }),
     }),
   );
   return h;
@@ -83,10 +86,19 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined): JobRequest | undefine
     typeof e.createdAt !== "number" ||
     !isStringArray(e.headers) ||
     e.headers.length % 2 !== 0 ||
-    (e.storedBody !== undefined && !isStoredBodyRef(e.storedBody))
+    (e.storedBody !== undefined && !isStoredBodyRef(e.storedBody)) ||
+    (e.callbackUrl !== undefined && typeof e.callbackUrl !== "string")
   ) {
     return undefined;
   }
-  const request = { id: e.id, route: e.route, method: e.method, url: e.url, headers: e.headers, createdAt: e.createdAt };
+  const request = {
+    id: e.id,
+    route: e.route,
+    method: e.method,
+    url: e.url,
+    headers: e.headers,
+    createdAt: e.createdAt,
+    ...(typeof e.callbackUrl === "string" ? { callbackUrl: e.callbackUrl } : {}),
+  };
   return isStoredBodyRef(e.storedBody) ? { ...request, storedBody: { name: e.storedBody.name, bytes: e.storedBody.bytes } } : request;
 }

@@ -13,6 +13,7 @@ import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { JetStreamContext } from "../nats/context.js";
 import { BodyLocation, decodeRecord, encodeRecord } from "./record.js";
 import type { JobRecord, StoredResponse } from "./record.js";
+import type { TransitionObserver } from "./transitions.js";
 
 /** Room left in a message for the KV's own headers when a body goes into the results bucket. */
 const KV_HEADROOM_BYTES = 4 * 1024;
@@ -44,6 +45,8 @@ export interface JobStore {
   readonly context: JetStreamContext;
   /** Largest response body kept in the results KV; larger ones go to the Object Store. */
   readonly maxKvBodyBytes: number;
+  /** Told of every transition `transitions.ts` makes through this store (events, callbacks). */
+  readonly observer?: TransitionObserver;
   /** The job's record and its revision, or `undefined` when it has none (queued, unknown, deleted). */
   readRecord(id: string): Promise<VersionedRecord | undefined>;
   /**
@@ -87,7 +90,7 @@ function isWrongRevision(err: unknown): boolean {
   );
 }
 
-export function createJobStore(context: JetStreamContext): JobStore {
+export function createJobStore(context: JetStreamContext, options: { observer?: TransitionObserver } = {}): JobStore {
   const { jobs, results, bodies } = context;
   const maxKvBodyBytes = context.maxPayloadBytes - KV_HEADROOM_BYTES;
 
@@ -101,6 +104,7 @@ export function createJobStore(context: JetStreamContext): JobStore {
   return {
     context,
     maxKvBodyBytes,
+    ...(options.observer ? { observer: options.observer } : {}),
     readRecord,
 
     async writeRecord(record, revision) {

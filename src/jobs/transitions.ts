@@ -11,13 +11,43 @@
  *                   └ ─ fail ───────▶ failed ─ requeue (slowlane jobs retry) ─▶ queued
  *     any status that is not final ─ cancel ─▶ canceled
  *
- * Whoever moves a job calls one of these; observers of transitions (metrics, logs) hook in at the
- * callers, which know why a job moved.
+ * Every write is told to the store's {@link TransitionObserver} (completion events, callback
+ * deliveries), and so is each accepted job ({@link announceAccepted}): this file is the one place
+ * where transitions are observed. Metrics and logs hook in at the callers, which know why a job moved.
  */
 import type { JobRequest } from "./envelope.js";
-import { JobStatus, isFinal, withAttempt } from "./record.js";
-import type { AttemptRecord, JobFailure, JobRecord, StoredResponse } from "./record.js";
+import { CallbackStatus, JobStatus, isFinal, withAttempt } from "./record.js";
+import type { AttemptRecord, CallbackState, JobFailure, JobRecord, StoredResponse } from "./record.js";
 import type { JobStore, VersionedRecord } from "./store.js";
+
+/**
+ * Told of every record this process writes, right after the write, and of every job accepted
+ * (`queued`: it has no record yet). Give one to `createJobStore`.
+ */
+export interface TransitionObserver {
+  /**
+   * `record` is the job as just written. With `again`, a worker found the job final already at a
+   * start: its previous worker wrote the final record and died before acking, so what that write
+   * was to set going (a callback delivery) may not have been. A returned promise is awaited before
+   * the transition resolves (what it persists is persisted before the job's message is acked); a
+   * rejection rejects the transition, as a failed write would.
+   */
+  transitioned(store: JobStore, record: JobRecord, again?: boolean): void | Promise<void>;
+}
+
+async function observed(store: JobStore, record: JobRecord, again = false): Promise<void> {
+  await store.observer?.transitioned(store, record, again);
+}
+
+/** A job's callback as a final transition leaves it: to be delivered for this final status. */
+function pendingCallback(record: JobRecord): { callback?: CallbackState } {
+  return record.callback ? { callback: { url: record.callback.url, status: CallbackStatus.Pending, attempts: 0 } } : {};
+}
+
+/** The callback a job's request asked for, not delivered yet. */
+function requestedCallback(request: Pick<JobRequest, "callbackUrl">): { callback?: CallbackState } {
+  return request.callbackUrl === undefined ? {} : { callback: { url: request.callbackUrl, status: CallbackStatus.Pending, attempts: 0 } };
+}
 
 /** A record as this process last wrote or read it, with its revision: what the next write compares against. */
 export interface TrackedJob {
@@ -31,13 +61,29 @@ async function advance(store: JobStore, tracked: TrackedJob, next: JobRecord): P
   if (revision === undefined) return false;
   tracked.record = next;
   tracked.revision = revision;
+  await observed(store, next);
   return true;
 }
 
+/** Writes `record` where the job has none (or a deleted one); the new revision, or `undefined` if one exists. */
+async function create(store: JobStore, record: JobRecord): Promise<number | undefined> {
+  const revision = await store.writeRecord(record, 0);
+  if (revision !== undefined) await observed(store, record);
+  return revision;
+}
+
+/**
+ * A job accepted: its message is persisted and it has no record (see {@link toQueuedView}). The
+ * observer hears it as `queued`, the first transition of every job.
+ */
+export async function announceAccepted(store: JobStore, request: JobRequest): Promise<void> {
+  await observed(store, toQueuedView(request));
+}
+
 /** What the status URL shows for a job no worker has started yet (it has no record: its message is the proof). */
-export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt">): JobRecord {
+export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt" | "callbackUrl">): JobRecord {
   const { id, route, createdAt } = request;
-  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt };
+  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt, ...requestedCallback(request) };
 }
 
 /** How a worker's start of a job turned out. */
@@ -65,12 +111,15 @@ export async function startJob(
   const now = options.now ?? Date.now();
   const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now };
   if (options.firstDelivery) {
-    const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0 };
-    const revision = await store.writeRecord(record, 0);
+    const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0, ...requestedCallback(job) };
+    const revision = await create(store, record);
     if (revision !== undefined) return { kind: "started", tracked: { record, revision } };
   }
   const previous = await store.readRecord(job.id);
-  if (previous && isFinal(previous.record)) return { kind: "final", record: previous.record };
+  if (previous && isFinal(previous.record)) {
+    await observed(store, previous.record, true);
+    return { kind: "final", record: previous.record };
+  }
   const before = previous?.record;
   const tracked: TrackedJob = {
     revision: previous?.revision ?? 0,
@@ -82,6 +131,7 @@ export async function startJob(
       ...(before?.history ? { history: before.history } : {}),
       ...(before?.retries ? { retries: before.retries } : {}),
       interruptions: (before?.interruptions ?? 0) + (before?.status === JobStatus.Running ? 1 : 0),
+      ...(before?.callback ? { callback: before.callback } : requestedCallback(job)),
     },
   };
   const interruptions = tracked.record.interruptions ?? 0;
@@ -104,6 +154,7 @@ export function completeJob(
     expiresAt: now + outcome.ttlMs,
     history: withAttempt(tracked.record.history, outcome.call),
     response: outcome.response,
+    ...pendingCallback(tracked.record),
   });
 }
 
@@ -123,6 +174,7 @@ export function failJob(
     error: failure.error,
     ...(failure.call ? { history: withAttempt(record.history, failure.call) } : {}),
     ...(failure.countFailure ? { failures: (record.failures ?? 0) + 1 } : {}),
+    ...pendingCallback(record),
   });
 }
 
@@ -157,15 +209,25 @@ export async function handBack(store: JobStore, tracked: TrackedJob, call: Omit<
   });
 }
 
+/**
+ * Tells the observer of a cancel. The cancel itself has happened: an observer that fails (it logs)
+ * must not turn it into an error, or the client's retry of the DELETE would delete the job.
+ */
+async function observedCancel(store: JobStore, record: JobRecord, revision: number | undefined): Promise<number | undefined> {
+  if (revision !== undefined) await observed(store, record).catch(() => undefined);
+  return revision;
+}
+
 /** A job's record (queued or running) → canceled; resolves to the new revision, or `undefined` if it changed meanwhile. */
-export function cancelRecord(store: JobStore, found: VersionedRecord, ttlMs: number, now = Date.now()): Promise<number | undefined> {
-  return store.writeRecord({ ...found.record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + ttlMs }, found.revision);
+export async function cancelRecord(store: JobStore, found: VersionedRecord, ttlMs: number, now = Date.now()): Promise<number | undefined> {
+  const record: JobRecord = { ...found.record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + ttlMs, ...pendingCallback(found.record) };
+  return observedCancel(store, record, await store.writeRecord(record, found.revision));
 }
 
 /** A job nobody started (no record) → canceled: the record a worker that pulls its message obeys. */
-export function cancelUnstarted(store: JobStore, request: JobRequest, ttlMs: number, now = Date.now()): Promise<number | undefined> {
+export async function cancelUnstarted(store: JobStore, request: JobRequest, ttlMs: number, now = Date.now()): Promise<number | undefined> {
   const record: JobRecord = { ...toQueuedView(request), status: JobStatus.Canceled, updatedAt: now, expiresAt: now + ttlMs };
-  return store.writeRecord(record, 0);
+  return observedCancel(store, record, await store.writeRecord(record, 0));
 }
 
 /**
@@ -174,12 +236,46 @@ export function cancelUnstarted(store: JobStore, request: JobRequest, ttlMs: num
  */
 export async function requeueFailed(store: JobStore, found: VersionedRecord, now = Date.now()): Promise<TrackedJob | undefined> {
   const { error: _error, expiresAt: _expiresAt, ...kept } = found.record;
-  const record: JobRecord = { ...kept, status: JobStatus.Queued, failures: 0, retries: (found.record.retries ?? 0) + 1, updatedAt: now };
+  const retries = (found.record.retries ?? 0) + 1;
+  const record: JobRecord = { ...kept, status: JobStatus.Queued, failures: 0, retries, updatedAt: now, ...pendingCallback(found.record) };
   const revision = await store.writeRecord(record, found.revision);
-  return revision === undefined ? undefined : { record, revision };
+  if (revision === undefined) return undefined;
+  await observed(store, record);
+  return { record, revision };
 }
 
 /** Undoes {@link requeueFailed} when the requeue could not be published; false when a worker wrote meanwhile. */
 export async function restoreFailed(store: JobStore, failed: JobRecord, requeued: TrackedJob): Promise<boolean> {
-  return (await store.writeRecord(failed, requeued.revision)) !== undefined;
+  if ((await store.writeRecord(failed, requeued.revision)) === undefined) return false;
+  await observed(store, failed);
+  return true;
+}
+
+/** Tries of a callback-state write that keeps losing its compare-and-set. */
+const CALLBACK_WRITE_TRIES = 3;
+
+/**
+ * Records how a job's callback delivery went, on the final record it was for (`finalAt`: that
+ * record's `updatedAt`). Not a transition: the status stays and no observer is told. False when the
+ * record is gone, has moved on (requeued, or final again since), or kept changing.
+ */
+export async function recordCallback(
+  store: JobStore,
+  id: string,
+  finalAt: number,
+  state: Pick<CallbackState, "status" | "attempts" | "lastError">,
+): Promise<boolean> {
+  for (let i = 0; i < CALLBACK_WRITE_TRIES; i++) {
+    const found = await store.readRecord(id);
+    const callback = found?.record.callback;
+    if (!found || !callback || !isFinal(found.record) || found.record.updatedAt !== finalAt) return false;
+    const next: CallbackState = {
+      url: callback.url,
+      status: state.status,
+      attempts: state.attempts,
+      ...(state.lastError === undefined ? {} : { lastError: state.lastError }),
+    };
+    if ((await store.writeRecord({ ...found.record, callback: next }, found.revision)) !== undefined) return true;
+  }
+  return false;
 }
