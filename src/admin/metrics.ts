@@ -11,6 +11,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { HttpObserver, RequestMode } from "../proxy/server.js";
 import type { ResultCacheObserver } from "../proxy/result-cache.js";
 import type { ForwarderObserver } from "../worker/forwarder.js";
+import type { CallbackDeliveryObserver } from "../worker/callback-delivery.js";
 import type { QueueDepth } from "../nats/health.js";
 
 import { ReloadResults } from "../config/reload.js";
@@ -39,6 +40,8 @@ export interface Metrics {
   readonly forwarder: ForwarderObserver;
   /** For the cache of finished jobs. */
   readonly resultCache: ResultCacheObserver;
+  /** For callback delivery (workers). */
+  readonly callbacks: CallbackDeliveryObserver;
   /** Counts one config reload, applied or refused. */
   configReloaded(result: ReloadResult): void;
 }
@@ -119,7 +122,13 @@ function createCounters(registry: Registry) {
   });
   // Both series exist from the start, so a failure shows as a rise from 0 rather than a new series.
   for (const result of ReloadResults) reloads.inc({ result }, 0);
-  return { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads };
+  const callbacks = new Counter({
+    name: "slowlane_callback_deliveries_total",
+    help: "Callback delivery attempts made by this process, by route and outcome (delivered, retry, failed: given up).",
+    labelNames: ["route", "outcome"] as const,
+    registers,
+  });
+  return { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads, callbacks };
 }
 
 /** The gauges read at scrape time: NATS connected, and the queue depths (one reading serves both for `queueCacheMs`). */
@@ -173,7 +182,8 @@ function createGauges(registry: Registry, options: MetricsOptions): void {
 export function createMetrics(options: MetricsOptions): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads } = createCounters(registry);
+  const counters = createCounters(registry);
+  const { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads } = counters;
   createGauges(registry, options);
 
   // The request counter is on every request's path: keep its children instead of hashing labels each time.
@@ -216,6 +226,9 @@ export function createMetrics(options: MetricsOptions): Metrics {
     resultCache: {
       hit: () => cacheHits.inc(),
       miss: () => cacheMisses.inc(),
+    },
+    callbacks: {
+      callbackAttempted: (route, outcome) => counters.callbacks.inc({ route, outcome }),
     },
     configReloaded(result) {
       reloads.inc({ result });
