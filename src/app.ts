@@ -15,8 +15,10 @@ import { createConfigReloader } from "./config/reload.js";
 import type { ConfigReloader } from "./config/reload.js";
 import { createConfigWatcher } from "./config/watch.js";
 import type { Logger } from "./log.js";
+import { createCompletionPublisher } from "./callbacks/index.js";
 import { createJobStore } from "./jobs/store.js";
 import type { JobStore } from "./jobs/store.js";
+import type { TransitionObserver } from "./jobs/transitions.js";
 import type { JetStreamContext } from "./nats/context.js";
 import { checkJetStream, readQueueDepths } from "./nats/health.js";
 import { createNatsSession } from "./nats/session.js";
@@ -24,6 +26,8 @@ import type { NatsSession } from "./nats/session.js";
 import { startProxy } from "./proxy/proxy.js";
 import type { Proxy } from "./proxy/proxy.js";
 import type { ServerLimits } from "./proxy/server.js";
+import { createCallbackDelivery } from "./worker/callback-delivery.js";
+import type { CallbackDeliverer } from "./worker/callback-delivery.js";
 import { createForwarder } from "./worker/forwarder.js";
 import type { Forwarder } from "./worker/forwarder.js";
 
@@ -67,12 +71,18 @@ class Runtime {
   /** The config in force: the one given, then each reload's. Read it at use, never keep a copy. */
   current: Config;
   forwarder: Forwarder | undefined;
+  /** Workers deliver callbacks too. */
+  callbacks: CallbackDeliverer | undefined;
   /** The config the forwarder last applied; behind `current` after a reload while NATS was away. */
   forwarderConfig: Config | undefined;
   closing = false;
   private readonly stores = new WeakMap<JetStreamContext, JobStore>();
 
-  constructor(config: Config) {
+  constructor(
+    config: Config,
+    /** Told of every transition: completion events on NATS, callback deliveries queued. */
+    private readonly transitions: TransitionObserver,
+  ) {
     this.current = config;
   }
 
@@ -80,7 +90,7 @@ class Runtime {
   storeOf(context: JetStreamContext): JobStore {
     let store = this.stores.get(context);
     if (!store) {
-      store = createJobStore(context);
+      store = createJobStore(context, { observer: this.transitions });
       this.stores.set(context, store);
     }
     return store;
@@ -138,7 +148,7 @@ function createReloading(options: SlowlaneOptions, runtime: Runtime, metrics: Me
 
 export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
   const { role, log } = options;
-  const runtime = new Runtime(options.config);
+  const runtime = new Runtime(options.config, createCompletionPublisher({ jobsPath: options.config.jobs.path, log }));
   const nats = createNatsSession({
     config: () => runtime.current,
     name: `slowlane-${role}`,
@@ -165,8 +175,10 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       const context = nats.context();
       if (role === "proxy" || !context || runtime.closing) return;
       const config = runtime.current;
-      runtime.forwarder = await createForwarder({ config, store: runtime.storeOf(context), log, observer: metrics.forwarder });
+      const store = runtime.storeOf(context);
+      runtime.forwarder = await createForwarder({ config, store, log, observer: metrics.forwarder });
       runtime.forwarderConfig = config;
+      runtime.callbacks = await createCallbackDelivery({ config: () => runtime.current, store, log, observer: metrics.callbacks });
     }),
   );
   ready.catch(() => undefined);
@@ -215,7 +227,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       watcher?.close();
       // One drain time for both: the proxy finishes its accepts while the workers finish their calls.
       const drainMs = options.drainMs ?? runtime.current.shutdownTimeoutMs;
-      await Promise.all([proxy?.close(drainMs), runtime.forwarder?.close(drainMs)]);
+      await Promise.all([proxy?.close(drainMs), runtime.forwarder?.close(drainMs), runtime.callbacks?.close(drainMs)]);
       await nats.close();
       await adminServer.close();
     },

@@ -29,6 +29,7 @@ export const ErrorCodes = {
   STORED_DATA_UNREADABLE: "SLOWLANE_STORED_DATA_UNREADABLE",
   JOB_INTERRUPTED: "SLOWLANE_JOB_INTERRUPTED",
   JOB_CANCELED: "SLOWLANE_JOB_CANCELED",
+  WAIT_LIMIT: "SLOWLANE_WAIT_LIMIT",
   NOT_FOUND: "SLOWLANE_NOT_FOUND",
   INTERNAL: "SLOWLANE_INTERNAL",
 } as const;
@@ -61,6 +62,7 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorKind>> = {
   [ErrorCodes.STORED_DATA_UNREADABLE]: { title: "Stored data unreadable", status: 500 },
   [ErrorCodes.JOB_INTERRUPTED]: { title: "Bad Gateway", status: 502 },
   [ErrorCodes.JOB_CANCELED]: { title: "Gone", status: 410 },
+  [ErrorCodes.WAIT_LIMIT]: { title: "Service Unavailable", status: 503 },
   [ErrorCodes.NOT_FOUND]: { title: "Not Found", status: 404 },
   [ErrorCodes.INTERNAL]: { title: "Internal Server Error", status: 500 },
 };
@@ -271,6 +273,13 @@ export class JobInterruptedError extends SlowlaneError {
 export class JobCanceledError extends SlowlaneError {
   constructor(options: SlowlaneErrorOptions = {}) {
     super(ErrorCodes.JOB_CANCELED, "the job was canceled; it has no result", options);
+  }
+}
+
+/** This proxy holds as many requests waiting for jobs (SSE, WebSocket) as it may: poll instead, or retry later. */
+export class WaitLimitError extends SlowlaneError {
+  constructor(limit: number, options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.WAIT_LIMIT, `this proxy already holds ${limit} requests waiting for jobs; poll the status URL or retry later`, options);
   }
 }
 

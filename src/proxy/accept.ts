@@ -18,9 +18,12 @@ import { createJobId, toIdempotentJobId } from "../jobs/job-id.js";
 import { findQueuedRequest, publishJob } from "../jobs/queue.js";
 import { isExpired, JobStatus } from "../jobs/record.js";
 import type { JobStore } from "../jobs/store.js";
+import { announceAccepted } from "../jobs/transitions.js";
 import { sendJson, sendProblem } from "../shared/problem.js";
+import type { AcceptCompletion, AcceptPlan } from "./accept-completion.js";
 import { callerOf, idempotencyKeyOf, readBody, toStoredHeaders } from "./accept-request.js";
 import type { ReadBody } from "./accept-request.js";
+import { withoutCallbackHeader } from "./callback-header.js";
 
 /** Room kept in a message for the envelope header (method, URL, headers as JSON). */
 const ENVELOPE_ALLOWANCE_BYTES = 64 * 1024;
@@ -30,6 +33,8 @@ export interface AcceptDeps {
   log: Logger;
   /** The store while NATS is connected and set up, else `undefined` (→ 503). */
   store: () => JobStore | undefined;
+  /** `Prefer` (wait-then-202) and `X-Callback-Url`. */
+  completion: AcceptCompletion;
 }
 
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
@@ -139,7 +144,9 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       return;
     }
     let identity: Identity;
+    let plan: AcceptPlan;
     try {
+      plan = await deps.completion.plan(req, route);
       identity = await identify(config, store, req, route);
     } catch (err) {
       req.resume();
@@ -160,22 +167,31 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       route: route.name,
       method: req.method ?? "GET",
       url: req.url ?? "/",
-      headers: toStoredHeaders(req),
+      headers: withoutCallbackHeader(toStoredHeaders(req)),
       createdAt: Date.now(),
       ...(stored ? { storedBody: stored } : {}),
+      ...(plan.callbackUrl === undefined ? {} : { callbackUrl: plan.callbackUrl }),
     };
+    // Before the publish: a job that ends at once is still seen ending.
+    const held = await deps.completion.hold(plan, job.id);
     let replayed: string | undefined;
     try {
       replayed = await persist(store, route, job, body, identity.msgId);
     } catch (err) {
+      held?.stop();
       log.warn({ err, route: route.name }, "could not persist a request; answered 503");
       if (stored) await store.deleteRequestBody(stored.name).catch(() => undefined);
       unavailable(res, route, err);
       return;
     }
-    if (replayed !== undefined) return sendReplayed(res, route, job.id, replayed);
+    if (replayed !== undefined) {
+      held?.stop();
+      return sendReplayed(res, route, job.id, replayed);
+    }
     const bodyBytes = stored?.bytes ?? ("inline" in body ? body.inline.byteLength : 0);
     log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: stored !== undefined }, "job accepted");
-    sendAccepted(res, jobsPath, route, job.id);
+    await announceAccepted(store, job);
+    const statusUrl = `${jobsPath}/${job.id}`;
+    await deps.completion.answer(res, { id: job.id, statusUrl }, plan, held, (headers) => sendAccepted(res, jobsPath, route, job.id, "queued", headers));
   };
 }

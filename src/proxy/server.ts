@@ -3,7 +3,8 @@
  * the jobs endpoints, then the async routes (first match wins), then passthrough.
  */
 import { createServer } from "node:http";
-import type { Server, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { performance } from "node:perf_hooks";
 import type { Config, RouteMatcher } from "../config/index.js";
 import { createRouteMatcher } from "../config/index.js";
@@ -12,11 +13,14 @@ import type { Logger } from "../log.js";
 import type { AcceptHandler } from "./accept.js";
 import type { JobsHandler } from "./job-endpoints.js";
 import type { Passthrough } from "./passthrough.js";
+import { isAsyncRequest } from "./prefer.js";
 import { sendProblem } from "../shared/problem.js";
 
 export interface HttpHandlers {
   accept: AcceptHandler;
   jobs: JobsHandler;
+  /** WebSocket upgrades under the jobs path (the status URL's WebSocket); they never pass through. */
+  jobsUpgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   passthrough: Passthrough;
   /** Told of every response sent in full (metrics). */
   observer?: HttpObserver;
@@ -74,6 +78,13 @@ function toOriginForm(url: string): string | undefined {
   const rest = ABSOLUTE_FORM.exec(url)?.[1];
   if (rest === undefined) return undefined;
   return rest.startsWith("/") ? rest : `/${rest}`;
+}
+
+/** Whether a request target (origin-form) is `prefix` or below it. */
+function isUnder(target: string, prefix: string): boolean {
+  const end = target.search(/[?#]/);
+  const pathname = end === -1 ? target : target.slice(0, end);
+  return pathname === prefix || pathname.startsWith(`${prefix}/`);
 }
 
 /** Host header lines in a request (RFC 9112 §3.2: exactly one is required of HTTP/1.1, at most one of 1.0). */
@@ -140,7 +151,7 @@ export function createHttpServer(
         return;
       }
       const route = matcher()(req.method ?? "GET", pathname);
-      if (route) {
+      if (route && isAsyncRequest(route, req.headers)) {
         observe(res, "async", route.name, startedAtMs);
         handlers.accept(req, res, route).catch((err: unknown) => sendProblem(res, err, { log }));
         return;
@@ -155,7 +166,13 @@ export function createHttpServer(
   // Content-Length past them would reach the upstream as an unframed body, that is, as a second
   // request (smuggling). Unlimited here; the head size limit bounds the count anyway.
   server.maxHeadersCount = 0;
-  server.on("upgrade", (req, socket, head) => handlers.passthrough.ws(req, socket, head));
+  server.on("upgrade", (req, socket, head) => {
+    const path = toOriginForm(req.url ?? "/");
+    if (handlers.jobsUpgrade && path !== undefined && isUnder(path, jobsPath)) {
+      req.url = path;
+      handlers.jobsUpgrade(req, socket, head);
+    } else handlers.passthrough.ws(req, socket, head);
+  });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     log.debug({ err }, "malformed request from a client");
     // As Node does: no answer on top of a response already started (a pipelined request that
