@@ -3,10 +3,14 @@
  * the job (the lookup, with whatever checks it makes), then hand on every later transition in order,
  * the final one last. Events that arrive while the job is being read are kept and handed on only
  * when they are newer than what the read found (a final one always is).
+ *
+ * Thousands of clients may follow at once, each for minutes: a follower is one small object (its
+ * methods on the prototype, no closures of its own) that keeps only the status and time of the
+ * latest state it handed on.
  */
 import { toStatusBody } from "../jobs/record.js";
 import type { JobRecord, JobStatusBody } from "../jobs/record.js";
-import type { JobWatch, Watcher } from "./job-watch.js";
+import type { JobEvent, JobWatch, Watcher } from "./job-watch.js";
 import { isFinalStatus } from "./live-status.js";
 import type { CachedJob } from "./result-cache.js";
 
@@ -16,86 +20,110 @@ export interface StatusUpdate {
   readonly json?: string | undefined;
 }
 
-export interface Following {
-  /** The job as read once the watch was live. */
-  readonly record: JobRecord;
-  /** Its status JSON. */
-  readonly body: JobStatusBody;
-  /**
-   * Hands on, from now, the transitions after `record` (those that came meanwhile first); stops
-   * after the final one. `onShutdown` is called instead when the proxy shuts down.
-   */
-  start(onUpdate: (update: StatusUpdate) => void, onShutdown: () => void): void;
-  stop(): void;
+type Mark = Pick<JobStatusBody, "status" | "updatedAt">;
+
+function isNewer(body: Mark, than: Mark): boolean {
+  return (isFinalStatus(body.status) && !isFinalStatus(than.status)) || Date.parse(body.updatedAt) > Date.parse(than.updatedAt);
 }
 
-function isNewer(body: JobStatusBody, than: JobStatusBody): boolean {
-  return (isFinalStatus(body.status) && !isFinalStatus(than.status)) || Date.parse(body.updatedAt) > Date.parse(than.updatedAt);
+/** One client's follow of one job; the watch calls it as a {@link Watcher}. */
+export class JobFollower implements Watcher {
+  private onUpdate: ((update: StatusUpdate) => void) | undefined;
+  private onShutdown: (() => void) | undefined;
+  /** Events that came before `start`. */
+  private early: StatusUpdate[] | undefined;
+  /** The latest state read or handed on. */
+  private last: Mark | undefined;
+  /** The state `start` compares early events with. */
+  private initial: Mark | undefined;
+  private done = false;
+  private shutDown = false;
+  unwatch: (() => void) | undefined;
+
+  constructor(
+    private readonly statusUrl: string,
+    private readonly find: () => Promise<CachedJob>,
+  ) {}
+
+  /** Records the state read after the watch was live; stops at once when it is final. */
+  begin(body: JobStatusBody): void {
+    this.last = this.initial = { status: body.status, updatedAt: body.updatedAt };
+    if (isFinalStatus(body.status)) this.stop();
+  }
+
+  onEvent(event: JobEvent): void {
+    this.offer({ body: event.body, json: event.json });
+  }
+
+  onResync(): void {
+    this.find()
+      .then(({ record }) => {
+        const body = toStatusBody(record, this.statusUrl);
+        if (this.last && isNewer(body, this.last)) this.offer({ body });
+      })
+      .catch(() => undefined);
+  }
+
+  onClose(): void {
+    this.shutDown = true;
+    this.done = true;
+    this.onShutdown?.();
+  }
+
+  /**
+   * Hands on, from now, the transitions after the state read (those that came meanwhile first);
+   * stops after the final one. `onShutdown` is called instead when the proxy shuts down.
+   */
+  start(onUpdate: (update: StatusUpdate) => void, onShutdown: () => void): void {
+    this.onUpdate = onUpdate;
+    this.onShutdown = onShutdown;
+    if (this.shutDown) return onShutdown();
+    const early = this.early ?? [];
+    this.early = undefined;
+    for (const update of early) if (this.initial && isNewer(update.body, this.initial)) this.deliver(update);
+  }
+
+  stop(): void {
+    this.done = true;
+    this.unwatch?.();
+  }
+
+  private offer(update: StatusUpdate): void {
+    if (this.onUpdate) this.deliver(update);
+    else if (!this.done) (this.early ??= []).push(update);
+  }
+
+  private deliver(update: StatusUpdate): void {
+    if (this.done || !this.onUpdate) return;
+    const { status, updatedAt } = update.body;
+    if (this.last && status === this.last.status && updatedAt === this.last.updatedAt) return;
+    this.last = { status, updatedAt };
+    if (isFinalStatus(status)) this.stop();
+    this.onUpdate(update);
+  }
+}
+
+/** A follow that has begun: the job as read once the watch was live, and the follower to start. */
+export interface Following {
+  readonly record: JobRecord;
+  /** The record's status JSON. */
+  readonly body: JobStatusBody;
+  readonly follower: JobFollower;
 }
 
 /** Follows job `id`; rejects with what `find` rejects with (404, 410, 503), or when the watch is full or away. */
 export async function followJob(deps: { watch: JobWatch; jobsPath: string }, id: string, find: () => Promise<CachedJob>): Promise<Following> {
   const statusUrl = `${deps.jobsPath}/${id}`;
-  let onUpdate: ((update: StatusUpdate) => void) | undefined;
-  let onShutdown: (() => void) | undefined;
-  let shutDown = false;
-  const early: StatusUpdate[] = [];
-  let last: JobStatusBody | undefined;
-  let done = false;
-  let unwatch = (): void => undefined;
-
-  function stop(): void {
-    done = true;
-    unwatch();
-  }
-  function deliver(update: StatusUpdate): void {
-    if (done || !onUpdate) return;
-    if (last && update.body.status === last.status && update.body.updatedAt === last.updatedAt) return;
-    last = update.body;
-    if (isFinalStatus(update.body.status)) stop();
-    onUpdate(update);
-  }
-  function offer(update: StatusUpdate): void {
-    if (onUpdate) deliver(update);
-    else early.push(update);
-  }
-  const watcher: Watcher = {
-    onEvent: (event) => offer({ body: event.body, json: event.json }),
-    onResync() {
-      find()
-        .then(({ record }) => {
-          const body = toStatusBody(record, statusUrl);
-          if (last && isNewer(body, last)) offer({ body });
-        })
-        .catch(() => undefined);
-    },
-    onClose() {
-      shutDown = true;
-      done = true;
-      onShutdown?.();
-    },
-  };
-
-  unwatch = await deps.watch.watch(id, watcher);
+  const follower = new JobFollower(statusUrl, find);
+  follower.unwatch = await deps.watch.watch(id, follower);
   let found: CachedJob;
   try {
     found = await find();
   } catch (err) {
-    unwatch();
+    follower.stop();
     throw err;
   }
   const body = toStatusBody(found.record, statusUrl);
-  last = body;
-  if (isFinalStatus(body.status)) stop();
-  return {
-    record: found.record,
-    body,
-    start(handler, shutdownHandler) {
-      onUpdate = handler;
-      onShutdown = shutdownHandler;
-      if (shutDown) return shutdownHandler();
-      for (const update of early.splice(0)) if (isNewer(update.body, body)) deliver(update);
-    },
-    stop,
-  };
+  follower.begin(body);
+  return { record: found.record, body, follower };
 }

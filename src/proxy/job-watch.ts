@@ -68,30 +68,41 @@ interface Live {
   readonly ready: Promise<void>;
 }
 
-/** The waiting requests, by job id. */
+/** The waiting requests, by job id: most jobs have one, kept without a Set of its own. */
 class Registry {
-  readonly byId = new Map<string, Set<Watcher>>();
+  readonly byId = new Map<string, Watcher | Set<Watcher>>();
   size = 0;
 
   add(id: string, watcher: Watcher): void {
-    let set = this.byId.get(id);
-    if (!set) {
-      set = new Set();
-      this.byId.set(id, set);
-    }
-    set.add(watcher);
+    const current = this.byId.get(id);
+    if (current === undefined) this.byId.set(id, watcher);
+    else if (current instanceof Set) current.add(watcher);
+    else this.byId.set(id, new Set([current, watcher]));
     this.size += 1;
   }
 
   remove(id: string, watcher: Watcher): void {
-    const set = this.byId.get(id);
-    if (!set?.delete(watcher)) return;
+    const current = this.byId.get(id);
+    if (current === watcher) this.byId.delete(id);
+    else if (current instanceof Set && current.delete(watcher)) {
+      if (current.size === 0) this.byId.delete(id);
+    } else return;
     this.size -= 1;
-    if (set.size === 0) this.byId.delete(id);
+  }
+
+  /** The watchers of `id`, copied (a watcher may stop while it is told). */
+  of(id: string): readonly Watcher[] | undefined {
+    const current = this.byId.get(id);
+    return current === undefined ? undefined : current instanceof Set ? [...current] : [current];
   }
 
   all(): Watcher[] {
-    return [...this.byId.values()].flatMap((set) => [...set]);
+    return [...this.byId.values()].flatMap((each) => (each instanceof Set ? [...each] : [each]));
+  }
+
+  clear(): void {
+    this.byId.clear();
+    this.size = 0;
   }
 }
 
@@ -112,12 +123,12 @@ function dispatch(registry: Registry, options: JobWatchOptions, store: JobStore,
     return parsed;
   };
   options.onAnyEvent?.(target.route, () => parse().body);
-  const waiting = registry.byId.get(target.id);
+  const waiting = registry.of(target.id);
   if (!waiting) return;
   const { json, body } = parse();
   if (!body || body.id !== target.id) return;
   const event: JobEvent = { route: target.route, body, json };
-  for (const watcher of [...waiting]) watcher.onEvent(event);
+  for (const watcher of waiting) watcher.onEvent(event);
 }
 
 export function createJobWatch(options: JobWatchOptions): JobWatch {
@@ -181,8 +192,7 @@ export function createJobWatch(options: JobWatchOptions): JobWatch {
       live?.sub.unsubscribe();
       live = undefined;
       const all = registry.all();
-      registry.byId.clear();
-      registry.size = 0;
+      registry.clear();
       for (const watcher of all) watcher.onClose?.();
     },
   };

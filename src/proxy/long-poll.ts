@@ -8,7 +8,7 @@ import { WaitLimitError } from "../errors.js";
 import { isFinal } from "../jobs/record.js";
 import type { JobRecord } from "../jobs/record.js";
 import { followJob } from "./job-follow.js";
-import type { StatusUpdate } from "./job-follow.js";
+import type { Following, StatusUpdate } from "./job-follow.js";
 import type { JobWatch } from "./job-watch.js";
 import { isFinalStatus } from "./live-status.js";
 import type { LiveStatus } from "./live-status.js";
@@ -30,7 +30,7 @@ export function answerStatus(deps: StatusAnswerDeps, res: ServerResponse, record
 
 /** Holds a status request up to `waitMs` for job `id` to end, then answers it. */
 export async function longPoll(deps: StatusAnswerDeps, res: ServerResponse, waitMs: number, id: string, find: () => Promise<CachedJob>): Promise<void> {
-  let following;
+  let following: Following;
   try {
     following = await followJob(deps, id, find);
   } catch (err) {
@@ -48,14 +48,14 @@ export async function longPoll(deps: StatusAnswerDeps, res: ServerResponse, wait
     const timer = setTimeout(() => settle(undefined), waitMs);
     const gone = () => settle(undefined);
     res.once("close", gone);
-    following.start(
+    following.follower.start(
       (update) => {
         if (isFinalStatus(update.body.status)) settle(update);
       },
       () => settle(undefined),
     );
   });
-  following.stop();
+  following.follower.stop();
   if (res.destroyed) return;
   if (final) return deps.live.sendFinal(res, final.body, final.json);
   answerStatus(deps, res, (await find()).record);

@@ -17,7 +17,7 @@ import { parsePrefer } from "./prefer.js";
 import type { CachedJob } from "./result-cache.js";
 import { createStatusSockets } from "./status-socket.js";
 import type { StatusSockets } from "./status-socket.js";
-import { streamStatus, wantsEventStream } from "./status-stream.js";
+import { createStreamKeepAlive, streamStatus, wantsEventStream } from "./status-stream.js";
 
 export interface StatusCompletionDeps {
   config: () => Config;
@@ -43,12 +43,13 @@ export function createStatusCompletion(deps: StatusCompletionDeps): StatusComple
   const live = createLiveStatus({ config, estimator: deps.estimator, jobsPath });
   const sockets = createStatusSockets({ watch, live, jobsPath, log });
   const answers = { watch, live, jobsPath, sendFinalRecord: deps.sendFinalRecord };
+  const streams = { watch, live, jobsPath, config, keepAlive: createStreamKeepAlive() };
   return {
     live,
     sockets,
     async serve(req, res, id, find) {
       if (wantsEventStream(req)) {
-        await streamStatus({ watch, live, jobsPath, config }, req, res, id, find);
+        await streamStatus(streams, req, res, id, find);
         return true;
       }
       const { waitMs } = parsePrefer(req.headers);

@@ -13,6 +13,7 @@ import { toProblem } from "../shared/problem.js";
 import { followJob } from "./job-follow.js";
 import type { Following } from "./job-follow.js";
 import type { JobWatch } from "./job-watch.js";
+import { KeepAlive } from "./keep-alive.js";
 import { isFinalStatus } from "./live-status.js";
 import type { LiveStatus } from "./live-status.js";
 import type { CachedJob } from "./result-cache.js";
@@ -60,20 +61,21 @@ export function createStatusSockets(deps: StatusSocketDeps): StatusSockets {
     else socket.destroy();
   }
 
-  function serve(ws: WebSocket, following: Following): void {
+  const pings = new KeepAlive<WebSocket>(KEEPALIVE_MS, (ws) => ws.ping());
+
+  function serve(ws: WebSocket, { body, follower }: Following): void {
     ws.on("error", () => undefined);
-    ws.send(deps.live.toJson(following.body));
-    if (isFinalStatus(following.body.status)) {
+    ws.send(deps.live.toJson(body));
+    if (isFinalStatus(body.status)) {
       ws.close(CLOSE_FINAL);
       return;
     }
-    const ping = setInterval(() => ws.ping(), KEEPALIVE_MS);
-    ping.unref();
+    pings.add(ws);
     ws.once("close", () => {
-      clearInterval(ping);
-      following.stop();
+      pings.delete(ws);
+      follower.stop();
     });
-    following.start(
+    follower.start(
       (update) => {
         ws.send(deps.live.toJson(update.body, update.json));
         if (isFinalStatus(update.body.status)) ws.close(CLOSE_FINAL);
@@ -93,12 +95,13 @@ export function createStatusSockets(deps: StatusSocketDeps): StatusSockets {
         refuse(socket, err);
         return;
       }
+      const { follower } = following;
       if (socket.destroyed) {
-        following.stop();
+        follower.stop();
         return;
       }
       // A handshake ws refuses (not a WebSocket request) closes the socket without calling back.
-      socket.once("close", () => following.stop());
+      socket.once("close", () => follower.stop());
       wss.handleUpgrade(req, socket, head, (ws) => serve(ws, following));
     },
     close() {

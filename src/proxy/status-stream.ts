@@ -12,6 +12,7 @@ import type { Config } from "../config/index.js";
 import type { JobStatusBody } from "../jobs/record.js";
 import { followJob } from "./job-follow.js";
 import type { JobWatch } from "./job-watch.js";
+import { KeepAlive } from "./keep-alive.js";
 import { isFinalStatus } from "./live-status.js";
 import type { LiveStatus } from "./live-status.js";
 import type { CachedJob } from "./result-cache.js";
@@ -24,6 +25,13 @@ export interface StreamDeps {
   live: LiveStatus;
   jobsPath: string;
   config: () => Config;
+  /** Writes the comment line of every open stream. */
+  keepAlive: KeepAlive<ServerResponse>;
+}
+
+/** The keep-alive of SSE streams: a comment line each {@link KEEPALIVE_MS}. */
+export function createStreamKeepAlive(): KeepAlive<ServerResponse> {
+  return new KeepAlive<ServerResponse>(KEEPALIVE_MS, (res) => res.write(": keep-alive\n\n"));
 }
 
 /** Whether a request asks for an event stream. */
@@ -43,8 +51,8 @@ function toFrame(body: JobStatusBody, json: string, retryMs?: number): string {
 
 /** Streams job `id`'s status to an SSE client; rejects (before anything is sent) with what `find` rejects with. */
 export async function streamStatus(deps: StreamDeps, req: IncomingMessage, res: ServerResponse, id: string, find: () => Promise<CachedJob>): Promise<void> {
-  const following = await followJob(deps, id, find);
-  const { body } = following;
+  // Only the follower is kept for the stream's life: the record and its JSON go once sent.
+  const { body, follower } = await followJob(deps, id, find);
   const final = isFinalStatus(body.status);
   if (final && req.headers["last-event-id"] === toEventId(body)) {
     res.writeHead(204, { "cache-control": "no-store" }).end();
@@ -57,19 +65,19 @@ export async function streamStatus(deps: StreamDeps, req: IncomingMessage, res: 
     res.end();
     return;
   }
-  const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), KEEPALIVE_MS);
-  keepAlive.unref();
+  const { keepAlive, live } = deps;
+  keepAlive.add(res);
   res.once("close", () => {
-    clearInterval(keepAlive);
-    following.stop();
+    keepAlive.delete(res);
+    follower.stop();
   });
   const end = () => {
-    clearInterval(keepAlive);
+    keepAlive.delete(res);
     res.end();
   };
-  following.start(
+  follower.start(
     (update) => {
-      res.write(toFrame(update.body, deps.live.toJson(update.body, update.json)));
+      res.write(toFrame(update.body, live.toJson(update.body, update.json)));
       if (isFinalStatus(update.body.status)) end();
     },
     // Shutting down: the client reconnects (to another replica) with Last-Event-ID.
