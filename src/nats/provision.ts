@@ -118,7 +118,8 @@ function callbackStream(names: JetStreamNames, replicas: number, maxAgeMs: numbe
     storage: StorageType.File,
     num_replicas: replicas,
     max_age: nanos(maxAgeMs),
-    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+    // JetStream refuses a duplicate window longer than max_age (routes with a ttl under 2 minutes).
+    duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, maxAgeMs)),
   };
 }
 
