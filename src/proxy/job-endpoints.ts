@@ -105,6 +105,8 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       const allowed = target.result ? READ_METHODS : JOB_METHODS;
       if (!allowed.includes(req.method ?? "")) throw new MethodNotAllowedError(allowed);
       listenForCancels(deps.store());
+      // Completion events teach the estimate even when nobody waits here.
+      deps.watch.ensure();
       if (req.method === "DELETE") {
         await cancel(target.id);
         res.writeHead(204).end();

@@ -52,6 +52,8 @@ export interface JobWatch {
    * proxy holds `maxWatchers` already, {@link NatsUnavailableError} when NATS is away.
    */
   watch(id: string, watcher: Watcher): Promise<() => void>;
+  /** Subscribes now if NATS is there and the subscription is not (events also feed the estimate); never throws. */
+  ensure(): void;
   /** Waiting requests now. */
   readonly size: number;
   readonly maxWatchers: number;
@@ -182,6 +184,9 @@ export function createJobWatch(options: JobWatchOptions): JobWatch {
         throw err;
       }
       return () => registry.remove(id, watcher);
+    },
+    ensure() {
+      if (!closed && options.store()) ensureLive().catch(() => undefined);
     },
     get size() {
       return registry.size;

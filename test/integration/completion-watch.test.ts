@@ -178,6 +178,33 @@ describe("Server-Sent Events on the status URL", () => {
   });
 });
 
+describe("shutdown", () => {
+  it("ends the streams at once instead of holding the proxy's drain", async () => {
+    // A drain time longer than the test's timeout: only ending the streams lets close() finish.
+    const other = await startApp(config, "proxy", 120_000);
+    await other.app.ready;
+    const id = await submit("/slow?ms=0");
+    let first!: () => void;
+    const firstEvent = new Promise<void>((resolve) => (first = resolve));
+    const ended = new Promise<string>((resolve, reject) => {
+      const req = httpRequest(`${other.url}${JOBS}/${id}`, { headers: { accept: "text/event-stream" } }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (c: string) => {
+          body += c;
+          first();
+        });
+        res.on("end", () => resolve(body));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+    await firstEvent;
+    await other.close();
+    expect(await ended).toMatch(/^retry: 1000\nevent: status\nid: \S+\ndata: .*"status":"queued"/);
+  });
+});
+
 describe("WebSocket on the status URL", () => {
   it("sends queued, running and completed as text messages, then closes with 1000", async () => {
     const id = await submit(`/slow?ms=300&tag=${uniqueTag("ws")}`);
