@@ -14,6 +14,7 @@
  * same request sent to the backend directly.
  */
 import { spawn } from "node:child_process";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { Pool } from "undici";
 import type { BenchContext } from "../lib/context.js";
@@ -127,7 +128,7 @@ export async function sseFanout(ctx: BenchContext, clients: number): Promise<Row
         baseline: "",
         target: "≤ 50 ms",
         met: p99 <= 50,
-        note: `p50 ${fmt.ms(p50)}, max ${fmt.ms(max)}; from the final record's updatedAt to the client reading the event; ${done.count} streams ended`,
+        note: `p50 ${fmt.ms(p50)}, max ${fmt.ms(max)}; from the final record's updatedAt to the client reading the event; ${done.count} streams ended; load average ${loadavg()[0]?.toFixed(1)}`,
       },
     ];
   } finally {
@@ -170,7 +171,7 @@ export async function waitLatency(ctx: BenchContext): Promise<Row[]> {
       }
     }
     const [s50, s99, b50, b99] = [percentile(slow, 50), percentile(slow, 99), percentile(bare, 50), percentile(bare, 99)];
-    const note = `added p50 ${fmt.ms(s50 - b50)}, p99 ${fmt.ms(s99 - b99)}; ${slow.length} requests each, backend 0 ms`;
+    const note = `added p50 ${fmt.ms(s50 - b50)}, p99 ${fmt.ms(s99 - b99)}; ${slow.length} requests each, backend 0 ms; load average ${loadavg()[0]?.toFixed(1)}`;
     return [
       { scenario: "wait path p50 latency (synchronous answer) vs a direct call", slowlane: fmt.ms(s50), baseline: fmt.ms(b50), ratio: s50 / b50, target: "report", met: undefined, note },
       { scenario: "wait path p99 latency vs a direct call", slowlane: fmt.ms(s99), baseline: fmt.ms(b99), ratio: s99 / b99, target: "report", met: undefined },
