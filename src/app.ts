@@ -15,8 +15,10 @@ import { createConfigReloader } from "./config/reload.js";
 import type { ConfigReloader } from "./config/reload.js";
 import { createConfigWatcher } from "./config/watch.js";
 import type { Logger } from "./log.js";
+import { createCompletionPublisher } from "./callbacks/index.js";
 import { createJobStore } from "./jobs/store.js";
 import type { JobStore } from "./jobs/store.js";
+import type { TransitionObserver } from "./jobs/transitions.js";
 import type { JetStreamContext } from "./nats/context.js";
 import { checkJetStream, readQueueDepths } from "./nats/health.js";
 import { toJetStreamNames } from "./nats/names.js";
@@ -28,6 +30,8 @@ import type { ServerLimits } from "./proxy/server.js";
 import { describeStorage, keyFileOf, loadKeyFileSecrets, sharedKeySecrets } from "./security/key-source.js";
 import type { ServerSecrets } from "./security/key-source.js";
 import { loadOrCreateSharedKey } from "./security/server-keys.js";
+import { createCallbackDelivery } from "./worker/callback-delivery.js";
+import type { CallbackDeliverer } from "./worker/callback-delivery.js";
 import { createForwarder } from "./worker/forwarder.js";
 import type { Forwarder } from "./worker/forwarder.js";
 
@@ -73,6 +77,8 @@ class Runtime {
   /** The config in force: the one given, then each reload's. Read it at use, never keep a copy. */
   current: Config;
   forwarder: Forwarder | undefined;
+  /** Workers deliver callbacks too. */
+  callbacks: CallbackDeliverer | undefined;
   /** The config the forwarder last applied; behind `current` after a reload while NATS was away. */
   forwarderConfig: Config | undefined;
   closing = false;
@@ -83,7 +89,12 @@ class Runtime {
   secrets: ServerSecrets | undefined;
   private readonly stores = new WeakMap<JetStreamContext, JobStore>();
 
-  constructor(config: Config, secrets: ServerSecrets | undefined) {
+  constructor(
+    config: Config,
+    secrets: ServerSecrets | undefined,
+    /** Told of every transition: completion events on NATS, callback deliveries queued. */
+    private readonly transitions: TransitionObserver,
+  ) {
     this.current = config;
     this.secrets = secrets;
   }
@@ -92,7 +103,7 @@ class Runtime {
   storeOf(context: JetStreamContext): JobStore {
     let store = this.stores.get(context);
     if (!store) {
-      store = createJobStore(context, { sealer: this.secrets?.sealer });
+      store = createJobStore(context, { sealer: this.secrets?.sealer, observer: this.transitions });
       this.stores.set(context, store);
     }
     return store;
@@ -163,9 +174,20 @@ function loadSecrets(options: SlowlaneOptions): ServerSecrets | undefined {
   return secrets;
 }
 
+/** Once NATS is set up, a worker process starts pulling jobs and callback deliveries. */
+async function startWorkers(role: Role, nats: NatsSession, runtime: Runtime, log: Logger, metrics: Metrics): Promise<void> {
+  const context = nats.context();
+  if (role === "proxy" || !context || runtime.closing) return;
+  const config = runtime.current;
+  const store = runtime.storeOf(context);
+  runtime.forwarder = await createForwarder({ config, store, log, observer: metrics.forwarder });
+  runtime.forwarderConfig = config;
+  runtime.callbacks = await createCallbackDelivery({ config: () => runtime.current, store, log, observer: metrics.callbacks });
+}
+
 export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
   const { role, log } = options;
-  const runtime = new Runtime(options.config, loadSecrets(options));
+  const runtime = new Runtime(options.config, loadSecrets(options), createCompletionPublisher({ jobsPath: options.config.jobs.path, log }));
   const nats = createNatsSession({
     config: () => runtime.current,
     name: `slowlane-${role}`,
@@ -187,15 +209,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
   });
   const readiness = createProcessReadiness(runtime, nats);
 
-  const ready = nats.ready.then(() =>
-    nats.exclusive(async () => {
-      const context = nats.context();
-      if (role === "proxy" || !context || runtime.closing) return;
-      const config = runtime.current;
-      runtime.forwarder = await createForwarder({ config, store: runtime.storeOf(context), log, observer: metrics.forwarder });
-      runtime.forwarderConfig = config;
-    }),
-  );
+  const ready = nats.ready.then(() => nats.exclusive(() => startWorkers(role, nats, runtime, log, metrics)));
   ready.catch(() => undefined);
 
   let admin: AdminServer | undefined;
@@ -246,7 +260,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       watcher?.close();
       // One drain time for both: the proxy finishes its accepts while the workers finish their calls.
       const drainMs = options.drainMs ?? runtime.current.shutdownTimeoutMs;
-      await Promise.all([proxy?.close(drainMs), runtime.forwarder?.close(drainMs)]);
+      await Promise.all([proxy?.close(drainMs), runtime.forwarder?.close(drainMs), runtime.callbacks?.close(drainMs)]);
       await nats.close();
       await adminServer.close();
     },

@@ -32,6 +32,7 @@ export const ErrorCodes = {
   DEADLINE_EXCEEDED: "SLOWLANE_DEADLINE_EXCEEDED",
   STORED_REQUEST_INVALID: "SLOWLANE_STORED_REQUEST_INVALID",
   JOB_CANCELED: "SLOWLANE_JOB_CANCELED",
+  WAIT_LIMIT: "SLOWLANE_WAIT_LIMIT",
   NOT_FOUND: "SLOWLANE_NOT_FOUND",
   INTERNAL: "SLOWLANE_INTERNAL",
 } as const;
@@ -67,6 +68,7 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorKind>> = {
   [ErrorCodes.DEADLINE_EXCEEDED]: { title: "Gateway Timeout", status: 504 },
   [ErrorCodes.STORED_REQUEST_INVALID]: { title: "Stored request invalid", status: 500 },
   [ErrorCodes.JOB_CANCELED]: { title: "Gone", status: 410 },
+  [ErrorCodes.WAIT_LIMIT]: { title: "Service Unavailable", status: 503 },
   [ErrorCodes.NOT_FOUND]: { title: "Not Found", status: 404 },
   [ErrorCodes.INTERNAL]: { title: "Internal Server Error", status: 500 },
 };
@@ -309,6 +311,13 @@ export class StoredRequestInvalidError extends SlowlaneError {
 export class JobCanceledError extends SlowlaneError {
   constructor(options: SlowlaneErrorOptions = {}) {
     super(ErrorCodes.JOB_CANCELED, "the job was canceled; it has no result", options);
+  }
+}
+
+/** This proxy holds as many requests waiting for jobs (SSE, WebSocket) as it may: poll instead, or retry later. */
+export class WaitLimitError extends SlowlaneError {
+  constructor(limit: number, options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.WAIT_LIMIT, `this proxy already holds ${limit} requests waiting for jobs; poll the status URL or retry later`, options);
   }
 }
 

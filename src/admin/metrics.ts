@@ -11,6 +11,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { HttpObserver, RequestMode } from "../proxy/server.js";
 import type { ResultCacheObserver } from "../proxy/result-cache.js";
 import type { ForwarderObserver } from "../worker/forwarder.js";
+import type { CallbackDeliveryObserver } from "../worker/callback-delivery.js";
 import type { QueueDepth } from "../nats/health.js";
 
 import { ReloadResults } from "../config/reload.js";
@@ -39,6 +40,8 @@ export interface Metrics {
   readonly forwarder: ForwarderObserver;
   /** For the cache of finished jobs. */
   readonly resultCache: ResultCacheObserver;
+  /** For callback delivery (workers). */
+  readonly callbacks: CallbackDeliveryObserver;
   /** Counts one config reload, applied or refused. */
   configReloaded(result: ReloadResult): void;
 }
@@ -137,7 +140,13 @@ function createWorkerMetrics(registry: Registry) {
     labelNames: ["route"] as const,
     registers,
   });
-  return { finished, running, backendDuration, attempts, redeliveries, circuitOpen, resultStoreFailures };
+  const callbacks = new Counter({
+    name: "slowlane_callback_deliveries_total",
+    help: "Callback delivery attempts made by this process, by route and outcome (delivered, retry, failed: given up).",
+    labelNames: ["route", "outcome"] as const,
+    registers,
+  });
+  return { finished, running, backendDuration, attempts, redeliveries, circuitOpen, resultStoreFailures, callbacks };
 }
 
 /** The gauges read at scrape time: NATS connected, and the queue depths (one reading serves both for `queueCacheMs`). */
@@ -247,6 +256,9 @@ export function createMetrics(options: MetricsOptions): Metrics {
     resultCache: {
       hit: () => cacheHits.inc(),
       miss: () => cacheMisses.inc(),
+    },
+    callbacks: {
+      callbackAttempted: (route, outcome) => workerMetrics.callbacks.inc({ route, outcome }),
     },
     configReloaded(result) {
       reloads.inc({ result });

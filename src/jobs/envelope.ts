@@ -61,6 +61,8 @@ export interface JobRequest {
    * file, or its key was removed): why. `url` and `headers` are then empty, and the job must fail.
    */
   readonly unreadable?: string;
+  /** The client's `X-Callback-Url`, checked against the route's `callbacks.allow` at accept. */
+  readonly callbackUrl?: string;
 }
 
 /** An accepted request as a message: the envelope header and the payload. */
@@ -76,7 +78,7 @@ interface SealedPart {
 }
 
 function toEnvelope(request: JobRequest, sealer: Sealer | undefined): Record<string, unknown> {
-  const { id, route, method, createdAt, storedBody, owner, fingerprint } = request;
+  const { id, route, method, createdAt, storedBody, owner, fingerprint, callbackUrl } = request;
   const part: SealedPart = { url: request.url, headers: request.headers };
   return {
     v: ENVELOPE_VERSION,
@@ -88,6 +90,7 @@ function toEnvelope(request: JobRequest, sealer: Sealer | undefined): Record<str
     ...(storedBody === undefined ? {} : { storedBody }),
     ...(owner === undefined ? {} : { owner }),
     ...(fingerprint === undefined ? {} : { fingerprint }),
+    ...(callbackUrl === undefined ? {} : { callbackUrl }),
   };
 }
 
@@ -154,7 +157,8 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined, sealer?: Sealer): JobR
     typeof e.createdAt !== "number" ||
     (e.storedBody !== undefined && !isStoredBodyRef(e.storedBody)) ||
     (e.owner !== undefined && !isJobOwner(e.owner)) ||
-    (e.fingerprint !== undefined && typeof e.fingerprint !== "string")
+    (e.fingerprint !== undefined && typeof e.fingerprint !== "string") ||
+    (e.callbackUrl !== undefined && typeof e.callbackUrl !== "string")
   ) {
     return undefined;
   }
@@ -170,6 +174,7 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined, sealer?: Sealer): JobR
     ...(isStoredBodyRef(e.storedBody) ? { storedBody: { name: e.storedBody.name, bytes: e.storedBody.bytes, ...(e.storedBody.sealed ? { sealed: true as const } : {}) } } : {}),
     ...(isJobOwner(e.owner) ? { owner: { by: [...e.owner.by], tag: e.owner.tag } } : {}),
     ...(typeof e.fingerprint === "string" ? { fingerprint: e.fingerprint } : {}),
+    ...(typeof e.callbackUrl === "string" ? { callbackUrl: e.callbackUrl } : {}),
     ...(e.bodySealed === true ? { bodySealed: true as const } : {}),
     ...(part.unreadable === undefined ? {} : { unreadable: part.unreadable }),
   };

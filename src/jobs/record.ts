@@ -58,6 +58,25 @@ export interface AttemptRecord {
 
 export const MAX_HISTORY = 10;
 
+/** How a job's callback delivery stands: `pending` until delivered or given up. */
+export const CallbackStatus = { Pending: "pending", Delivered: "delivered", Failed: "failed" } as const;
+export type CallbackStatus = (typeof CallbackStatus)[keyof typeof CallbackStatus];
+
+/**
+ * The callback a client asked for with `X-Callback-Url`, and its delivery. Kept in the record so the
+ * status URL shows it; reset to `pending` at each final transition (a requeued job that ends again
+ * gets a callback again).
+ */
+export interface CallbackState {
+  /** The URL `checkCallbackUrl` allowed at accept. */
+  readonly url: string;
+  readonly status: CallbackStatus;
+  /** Deliveries tried so far for the job's latest final status. */
+  readonly attempts: number;
+  /** Why the latest attempt did not deliver (names the callback's host and a status or error code only). */
+  readonly lastError?: string;
+}
+
 export interface JobRecord {
   readonly id: string;
   readonly route: string;
@@ -84,6 +103,8 @@ export interface JobRecord {
   readonly owner?: JobOwner;
   /** Keyed hash of method, URL and body of a request sent with an `Idempotency-Key` (from its envelope). */
   readonly fingerprint?: string;
+  /** The callback asked for at accept (`X-Callback-Url`), and how its delivery goes. */
+  readonly callback?: CallbackState;
 }
 
 export function isFinal(record: JobRecord): boolean {
@@ -178,6 +199,16 @@ export function decodeRecord(bytes: Uint8Array, sealer?: Sealer): JobRecord | un
   }
 }
 
+/** Where to go next from a status answer: URL paths relative to the host the client used. */
+export interface JobLinks {
+  /** The status URL itself. */
+  self: string;
+  /** The result URL (`202` while pending, the backend's answer replayed once completed). */
+  result: string;
+  /** `DELETE` here cancels the job (or deletes a finished one). */
+  cancel: string;
+}
+
 /** The public JSON of a job, as the status URL answers it. */
 export interface JobStatusBody {
   id: string;
@@ -192,10 +223,14 @@ export interface JobStatusBody {
   error?: JobFailure;
   expiresAt?: string;
   history?: { attempt: number; startedAt: string; durationMs: number; outcome: string }[];
+  /** While pending, when the proxy expects the job to finish (ISO time), when it can estimate it. */
+  estimatedCompletion?: string;
+  callback?: { status: CallbackStatus; attempts: number; lastError?: string };
+  links: JobLinks;
 }
 
 export function toStatusBody(record: JobRecord, statusUrl: string): JobStatusBody {
-  const body: JobStatusBody = {
+  const body: Omit<JobStatusBody, "links"> = {
     id: record.id,
     status: record.status,
     route: record.route,
@@ -211,5 +246,9 @@ export function toStatusBody(record: JobRecord, statusUrl: string): JobStatusBod
   if (record.history && record.history.length > 0) {
     body.history = record.history.map((h) => ({ ...h, startedAt: new Date(h.startedAt).toISOString() }));
   }
-  return body;
+  if (record.callback) {
+    const { status, attempts, lastError } = record.callback;
+    body.callback = lastError === undefined ? { status, attempts } : { status, attempts, lastError };
+  }
+  return { ...body, links: { self: statusUrl, result: `${statusUrl}/result`, cancel: statusUrl } };
 }

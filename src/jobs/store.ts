@@ -21,6 +21,7 @@ import type { Sealer } from "../security/seal.js";
 import type { JobRequest, StoredBodyRef } from "./envelope.js";
 import { BodyLocation, decodeRecord, encodeRecord } from "./record.js";
 import type { JobRecord, StoredResponse } from "./record.js";
+import type { TransitionObserver } from "./transitions.js";
 
 /** Room left in a message for the KV's own headers when a body goes into the results bucket. */
 const KV_HEADROOM_BYTES = 4 * 1024;
@@ -54,6 +55,8 @@ export interface JobStore {
   readonly sealer: Sealer | undefined;
   /** Largest response body kept in the results KV (room for sealing taken off); larger ones go to the Object Store. */
   readonly maxKvBodyBytes: number;
+  /** Told of every transition `transitions.ts` makes through this store (events, callbacks). */
+  readonly observer?: TransitionObserver;
   /** The job's record and its revision, or `undefined` when it has none (queued, unknown, deleted). */
   readRecord(id: string): Promise<VersionedRecord | undefined>;
   /**
@@ -158,6 +161,8 @@ async function openRequestBody(
 export interface JobStoreOptions {
   /** Seals what is stored (from the key file); without it, everything is stored in plaintext. */
   sealer?: Sealer | undefined;
+  /** Told of every transition (completion events, waiting clients, callbacks). */
+  observer?: TransitionObserver | undefined;
 }
 
 export function createJobStore(context: JetStreamContext, options: JobStoreOptions = {}): JobStore {
@@ -188,6 +193,7 @@ export function createJobStore(context: JetStreamContext, options: JobStoreOptio
     context,
     sealer,
     maxKvBodyBytes,
+    ...(options.observer ? { observer: options.observer } : {}),
     readRecord,
 
     async writeRecord(record, revision) {

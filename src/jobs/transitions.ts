@@ -13,13 +13,44 @@
  *     ─ taken past its deadline, or an unusable request ─ fail ─▶ failed (the backend never called)
  *     any status that is not final ─ cancel ─▶ canceled
  *
- * Whoever moves a job calls one of these; observers of transitions (metrics, logs) hook in at the
- * callers, which know why a job moved.
+ * Whoever moves a job calls one of these. Every record written here is told to the store's
+ * {@link TransitionObserver} (completion events, long-polls and SSE, callback deliveries), and so is
+ * each accepted job ({@link announceAccepted}): this file is the one place where transitions are
+ * observed. Metrics and logs hook in at the callers, which know why a job moved.
  */
 import type { JobRequest } from "./envelope.js";
-import { JobStatus, isFinal, withAttempt } from "./record.js";
-import type { AttemptRecord, JobFailure, JobRecord, StoredResponse } from "./record.js";
+import { CallbackStatus, JobStatus, isFinal, withAttempt } from "./record.js";
+import type { AttemptRecord, CallbackState, JobFailure, JobRecord, StoredResponse } from "./record.js";
 import type { JobStore, VersionedRecord } from "./store.js";
+
+/**
+ * Told of every record this process writes, right after the write, and of every job accepted
+ * (`queued`: it has no record yet). Give one to `createJobStore`.
+ */
+export interface TransitionObserver {
+  /**
+   * `record` is the job as just written. With `again`, a worker found the job final already at a
+   * start: its previous worker wrote the final record and died before acking, so what that write
+   * was to set going (a callback delivery) may not have been. A returned promise is awaited before
+   * the transition resolves (what it persists is persisted before the job's message is acked); a
+   * rejection rejects the transition, as a failed write would.
+   */
+  transitioned(store: JobStore, record: JobRecord, again?: boolean): void | Promise<void>;
+}
+
+async function observed(store: JobStore, record: JobRecord, again = false): Promise<void> {
+  await store.observer?.transitioned(store, record, again);
+}
+
+/** A job's callback as a final transition leaves it: to be delivered for this final status. */
+function pendingCallback(record: JobRecord): { callback?: CallbackState } {
+  return record.callback ? { callback: { url: record.callback.url, status: CallbackStatus.Pending, attempts: 0 } } : {};
+}
+
+/** The callback a job's request asked for, not delivered yet. */
+function requestedCallback(request: Pick<JobRequest, "callbackUrl">): { callback?: CallbackState } {
+  return request.callbackUrl === undefined ? {} : { callback: { url: request.callbackUrl, status: CallbackStatus.Pending, attempts: 0 } };
+}
 
 /**
  * A record as this process last wrote or read it, with its revision: what the next write compares
@@ -37,7 +68,12 @@ export interface TrackedJob {
  * tracked revision; false when someone else wrote it first, or when `next` has nothing to write.
  * Writes of one tracked job are queued, and each `next` sees the record the write before it left.
  */
-function advance(store: JobStore, tracked: TrackedJob, next: (current: JobRecord) => JobRecord | undefined): Promise<boolean> {
+function advance(
+  store: JobStore,
+  tracked: TrackedJob,
+  next: (current: JobRecord) => JobRecord | undefined,
+  options: { observe?: boolean } = {},
+): Promise<boolean> {
   const write = async (): Promise<boolean> => {
     const record = next(tracked.record);
     if (record === undefined) return false;
@@ -45,6 +81,8 @@ function advance(store: JobStore, tracked: TrackedJob, next: (current: JobRecord
     if (revision === undefined) return false;
     tracked.record = record;
     tracked.revision = revision;
+    // A touch (the same record written again) is no transition: nobody is told.
+    if (options.observe !== false) await observed(store, record);
     return true;
   };
   const result = (tracked.pending ?? Promise.resolve()).then(write);
@@ -69,10 +107,25 @@ function keptOf(request: Pick<JobRequest, "owner" | "fingerprint">): Pick<JobRec
   };
 }
 
+/** Writes `record` where the job has none (or a deleted one); the new revision, or `undefined` if one exists. */
+async function create(store: JobStore, record: JobRecord): Promise<number | undefined> {
+  const revision = await store.writeRecord(record, 0);
+  if (revision !== undefined) await observed(store, record);
+  return revision;
+}
+
+/**
+ * A job accepted: its message is persisted and it has no record (see {@link toQueuedView}). The
+ * observer hears it as `queued`, the first transition of every job.
+ */
+export async function announceAccepted(store: JobStore, request: JobRequest): Promise<void> {
+  await observed(store, toQueuedView(request));
+}
+
 /** What the status URL shows for a job no worker has started yet (it has no record: its message is the proof). */
-export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt" | "owner" | "fingerprint">): JobRecord {
+export function toQueuedView(request: Pick<JobRequest, "id" | "route" | "createdAt" | "owner" | "fingerprint" | "callbackUrl">): JobRecord {
   const { id, route, createdAt } = request;
-  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt, ...keptOf(request) };
+  return { id, route, status: JobStatus.Queued, attempts: 0, createdAt, updatedAt: createdAt, ...keptOf(request), ...requestedCallback(request) };
 }
 
 /** How a worker's start of a job turned out. */
@@ -115,6 +168,7 @@ export async function openJob(store: JobStore, job: JobRequest, options: { count
     createdAt: job.createdAt,
     updatedAt: options.now ?? Date.now(),
     ...keptOf(job),
+    ...(before?.callback ? { callback: before.callback } : requestedCallback(job)),
     status: JobStatus.Queued,
     attempts: before?.attempts ?? 0,
     failures: before?.failures ?? 0,
@@ -141,12 +195,16 @@ export async function startJob(
   if (options.firstDelivery && !isPastDeadline(job, 0, options.deadlineMs, now)) {
     // Owner and fingerprint come from the envelope, so every record of the job carries them.
     const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now, ...keptOf(job) };
-    const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0 };
-    const revision = await store.writeRecord(record, 0);
+    const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0, ...requestedCallback(job) };
+    const revision = await create(store, record);
     if (revision !== undefined) return { kind: "started", tracked: { record, revision } };
   }
   const opened = await openJob(store, job, { countInterruption: true, now });
-  if (opened.kind === "final") return opened;
+  if (opened.kind === "final") {
+    // Its previous worker wrote the final record and died before acking: what that write set going may not have gone.
+    await observed(store, opened.record, true);
+    return opened;
+  }
   const { tracked } = opened;
   const interruptions = tracked.record.interruptions ?? 0;
   if (interruptions >= options.maxInterruptions) return { kind: "poison", tracked, interruptions };
@@ -169,6 +227,7 @@ export function completeJob(
     expiresAt: now + outcome.ttlMs,
     history: withAttempt(record.history, outcome.call),
     response: outcome.response,
+    ...pendingCallback(record),
   }));
 }
 
@@ -187,6 +246,7 @@ export function failJob(
     error: failure.error,
     ...(failure.call ? { history: withAttempt(record.history, failure.call) } : {}),
     ...(failure.countFailure ? { failures: (record.failures ?? 0) + 1 } : {}),
+    ...pendingCallback(record),
   }));
 }
 
@@ -235,19 +295,29 @@ export function handBack(
  * touch (no longer running) or someone else wrote the record.
  */
 export function touchRunning(store: JobStore, tracked: TrackedJob): Promise<boolean> {
-  return advance(store, tracked, (record) => (record.status === JobStatus.Running ? record : undefined));
+  return advance(store, tracked, (record) => (record.status === JobStatus.Running ? record : undefined), { observe: false });
 }
 
 
+/**
+ * Tells the observer of a cancel. The cancel itself has happened: an observer that fails (it logs)
+ * must not turn it into an error, or the client's retry of the DELETE would delete the job.
+ */
+async function observedCancel(store: JobStore, record: JobRecord, revision: number | undefined): Promise<number | undefined> {
+  if (revision !== undefined) await observed(store, record).catch(() => undefined);
+  return revision;
+}
+
 /** A job's record (queued or running) → canceled; resolves to the new revision, or `undefined` if it changed meanwhile. */
-export function cancelRecord(store: JobStore, found: VersionedRecord, ttlMs: number, now = Date.now()): Promise<number | undefined> {
-  return store.writeRecord({ ...found.record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + ttlMs }, found.revision);
+export async function cancelRecord(store: JobStore, found: VersionedRecord, ttlMs: number, now = Date.now()): Promise<number | undefined> {
+  const record: JobRecord = { ...found.record, status: JobStatus.Canceled, updatedAt: now, expiresAt: now + ttlMs, ...pendingCallback(found.record) };
+  return observedCancel(store, record, await store.writeRecord(record, found.revision));
 }
 
 /** A job nobody started (no record) → canceled: the record a worker that pulls its message obeys. */
-export function cancelUnstarted(store: JobStore, request: JobRequest, ttlMs: number, now = Date.now()): Promise<number | undefined> {
+export async function cancelUnstarted(store: JobStore, request: JobRequest, ttlMs: number, now = Date.now()): Promise<number | undefined> {
   const record: JobRecord = { ...toQueuedView(request), status: JobStatus.Canceled, updatedAt: now, expiresAt: now + ttlMs };
-  return store.writeRecord(record, 0);
+  return observedCancel(store, record, await store.writeRecord(record, 0));
 }
 
 /**
@@ -256,12 +326,46 @@ export function cancelUnstarted(store: JobStore, request: JobRequest, ttlMs: num
  */
 export async function requeueFailed(store: JobStore, found: VersionedRecord, now = Date.now()): Promise<TrackedJob | undefined> {
   const { error: _error, expiresAt: _expiresAt, ...kept } = found.record;
-  const record: JobRecord = { ...kept, status: JobStatus.Queued, failures: 0, retries: (found.record.retries ?? 0) + 1, updatedAt: now };
+  const retries = (found.record.retries ?? 0) + 1;
+  const record: JobRecord = { ...kept, status: JobStatus.Queued, failures: 0, retries, updatedAt: now, ...pendingCallback(found.record) };
   const revision = await store.writeRecord(record, found.revision);
-  return revision === undefined ? undefined : { record, revision };
+  if (revision === undefined) return undefined;
+  await observed(store, record);
+  return { record, revision };
 }
 
 /** Undoes {@link requeueFailed} when the requeue could not be published; false when a worker wrote meanwhile. */
 export async function restoreFailed(store: JobStore, failed: JobRecord, requeued: TrackedJob): Promise<boolean> {
-  return (await store.writeRecord(failed, requeued.revision)) !== undefined;
+  if ((await store.writeRecord(failed, requeued.revision)) === undefined) return false;
+  await observed(store, failed);
+  return true;
+}
+
+/** Tries of a callback-state write that keeps losing its compare-and-set. */
+const CALLBACK_WRITE_TRIES = 3;
+
+/**
+ * Records how a job's callback delivery went, on the final record it was for (`finalAt`: that
+ * record's `updatedAt`). Not a transition: the status stays and no observer is told. False when the
+ * record is gone, has moved on (requeued, or final again since), or kept changing.
+ */
+export async function recordCallback(
+  store: JobStore,
+  id: string,
+  finalAt: number,
+  state: Pick<CallbackState, "status" | "attempts" | "lastError">,
+): Promise<boolean> {
+  for (let i = 0; i < CALLBACK_WRITE_TRIES; i++) {
+    const found = await store.readRecord(id);
+    const callback = found?.record.callback;
+    if (!found || !callback || !isFinal(found.record) || found.record.updatedAt !== finalAt) return false;
+    const next: CallbackState = {
+      url: callback.url,
+      status: state.status,
+      attempts: state.attempts,
+      ...(state.lastError === undefined ? {} : { lastError: state.lastError }),
+    };
+    if ((await store.writeRecord({ ...found.record, callback: next }, found.revision)) !== undefined) return true;
+  }
+  return false;
 }

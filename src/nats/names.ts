@@ -72,6 +72,23 @@ export interface JetStreamNames {
   routeFilter(route: string): string;
   /** Durable consumer name of a route. */
   consumer(route: string): string;
+  /**
+   * Subject of a job's completion event (core NATS, no persistence): every transition, `queued` at
+   * accept included, is published here as the job's status JSON, for proxies and other services.
+   */
+  eventSubject(route: string, id: string): string;
+  /** Every job's events: what a proxy subscribes to once, to fan them out to its waiting requests. */
+  readonly eventsFilter: string;
+  /** The route and id an event subject names; `undefined` for any other subject. */
+  parseEventSubject(subject: string): { route: string; id: string } | undefined;
+  /** Work-queue stream of callback deliveries: one message per final job that asked for a callback. */
+  readonly callbackStream: string;
+  /** Subject of one callback delivery in {@link callbackStream}. */
+  callbackSubject(route: string, id: string): string;
+  /** Subjects of {@link callbackStream}. */
+  readonly callbacksFilter: string;
+  /** The durable consumer workers deliver callbacks from. */
+  readonly callbackConsumer: string;
   /** The route a durable consumer belongs to, or `undefined` for a consumer slowlane did not name. */
   routeOfConsumer(consumer: string): string | undefined;
 }
@@ -85,6 +102,7 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
   const keysBucket = `${prefix}_keys`;
   const cancelPrefix = `${prefix}.cancel.`;
   const acceptedPrefix = `${prefix}.accepted.`;
+  const eventPrefix = `${prefix}.events.`;
   return {
     stream: prefix,
     jobsBucket,
@@ -125,5 +143,19 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     routeFilter: (route) => `${prefix}.jobs.${route}.*`,
     consumer: (route) => `${CONSUMER_PREFIX}${route}`,
     routeOfConsumer: (consumer) => (consumer.startsWith(CONSUMER_PREFIX) ? consumer.slice(CONSUMER_PREFIX.length) : undefined),
+    eventSubject: (route, id) => `${eventPrefix}${route}.${id}`,
+    eventsFilter: `${eventPrefix}>`,
+    parseEventSubject(subject) {
+      // `<prefix>.events.<route>.<id>`: neither the prefix, a route name nor an id has a dot.
+      if (!subject.startsWith(eventPrefix)) return undefined;
+      const rest = subject.slice(eventPrefix.length);
+      const dot = rest.indexOf(".");
+      if (dot <= 0 || dot === rest.length - 1 || rest.indexOf(".", dot + 1) !== -1) return undefined;
+      return { route: rest.slice(0, dot), id: rest.slice(dot + 1) };
+    },
+    callbackStream: `${prefix}_callbacks`,
+    callbackSubject: (route, id) => `${prefix}.callbacks.${route}.${id}`,
+    callbacksFilter: `${prefix}.callbacks.>`,
+    callbackConsumer: "callbacks",
   };
 }

@@ -133,6 +133,40 @@ function deadLetterStream(names: JetStreamNames, replicas: number, maxAgeMs: num
   };
 }
 
+/**
+ * Callback deliveries, one per final job that asked for one, until a worker has delivered it or
+ * given up. Kept no longer than a finished job: a delivery older than that is of no use.
+ */
+function callbackStream(names: JetStreamNames, replicas: number, maxAgeMs: number): WantedStream {
+  return {
+    name: names.callbackStream,
+    subjects: [names.callbacksFilter],
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    num_replicas: replicas,
+    max_age: nanos(maxAgeMs),
+    // JetStream refuses a duplicate window longer than max_age (routes with a ttl under 2 minutes).
+    duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, maxAgeMs)),
+  };
+}
+
+/** Deliveries one worker attempts at once; the server shares the rest among workers. */
+export const CALLBACK_MAX_ACK_PENDING = 64;
+/** A delivery attempt takes at most 15 s (see the worker); this leaves room before JetStream redelivers. */
+const CALLBACK_ACK_WAIT_MS = 60_000;
+
+/** The workers' consumer of callback deliveries: attempts are counted by JetStream's deliveries, given up by the worker. */
+export function toCallbackConsumerConfig(names: JetStreamNames): Partial<ConsumerConfig> {
+  return {
+    durable_name: names.callbackConsumer,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    max_ack_pending: CALLBACK_MAX_ACK_PENDING,
+    ack_wait: nanos(CALLBACK_ACK_WAIT_MS),
+    max_deliver: -1,
+  };
+}
+
 /** Creates or updates a route's consumer; true when it had to be created. */
 async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Partial<ConsumerConfig>): Promise<boolean> {
   const durable = wanted.durable_name as string;
@@ -178,8 +212,10 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   const bodiesAge = bodiesMaxAgeMs(config);
   await ensureStream(jsm, workQueueStream(names, replicas));
   await ensureStream(jsm, deadLetterStream(names, replicas, resultsAge));
+  await ensureStream(jsm, callbackStream(names, replicas, resultsAge));
   const createdConsumers: string[] = [];
   if (options.consumers) {
+    await ensureConsumer(jsm, names.callbackStream, toCallbackConsumerConfig(names));
     for (const route of config.routes) {
       if (await ensureConsumer(jsm, names.stream, toConsumerConfig(config, route))) createdConsumers.push(route.name);
     }

@@ -33,6 +33,9 @@ import type { ReadBody } from "./accept-request.js";
 import { findIdempotent, identify } from "./accept-identity.js";
 import type { UnknownIds } from "./job-status.js";
 import type { ExistingJob, Identity } from "./accept-identity.js";
+import { announceAccepted } from "../jobs/transitions.js";
+import type { AcceptCompletion, AcceptPlan } from "./accept-completion.js";
+import { withoutCallbackHeader } from "./callback-header.js";
 
 /** Room kept in a message for the envelope header (method, URL, headers as JSON). */
 const ENVELOPE_ALLOWANCE_BYTES = 64 * 1024;
@@ -51,6 +54,8 @@ export interface AcceptDeps {
   keys: () => ServerKeys | undefined;
   /** The jobs endpoints' short memory of unknown ids: a job made here is forgotten from it at once. */
   unknownIds: UnknownIds;
+  /** `Prefer` (wait-then-202) and `X-Callback-Url`. */
+  completion: AcceptCompletion;
 }
 
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
@@ -60,6 +65,11 @@ interface Exchange {
   readonly res: ServerResponse;
   readonly route: RouteConfig;
   readonly store: JobStore;
+}
+
+/** A request that becomes a new job: its exchange and how its client wants to learn of completion. */
+interface Submission extends Exchange {
+  readonly plan: AcceptPlan;
 }
 
 function sendAccepted(res: ServerResponse, jobsPath: string, route: RouteConfig, id: string, status = "queued", extra: Record<string, string> = {}): void {
@@ -165,7 +175,7 @@ function announce(store: JobStore, unknownIds: UnknownIds, id: string): void {
   store.context.nc.publish(store.context.names.acceptedSubject(id));
 }
 
-function toJob(req: IncomingMessage, route: RouteConfig, keys: ServerKeys, id: string, body: ReadBody): JobRequest {
+function toJob(req: IncomingMessage, route: RouteConfig, keys: ServerKeys, id: string, body: ReadBody, plan: AcceptPlan): JobRequest {
   const stored = "stored" in body ? body.stored : undefined;
   const owner = bindOwner(keys, route.owner, req.rawHeaders);
   return {
@@ -173,10 +183,12 @@ function toJob(req: IncomingMessage, route: RouteConfig, keys: ServerKeys, id: s
     route: route.name,
     method: req.method ?? "GET",
     url: req.url ?? "/",
-    headers: toStoredHeaders(req),
+    // The callback URL is slowlane's to call, not the backend's to see.
+    headers: withoutCallbackHeader(toStoredHeaders(req)),
     createdAt: Date.now(),
     ...(stored ? { storedBody: stored } : {}),
     ...(owner ? { owner } : {}),
+    ...(plan.callbackUrl === undefined ? {} : { callbackUrl: plan.callbackUrl }),
   };
 }
 
@@ -208,28 +220,36 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
     answerRepeat(exchange, existing, fingerprint);
   }
 
-  async function submit(exchange: Exchange, keys: ServerKeys, identity: Extract<Identity, { kind: "new" }>): Promise<void> {
-    const { req, res, route, store } = exchange;
+  async function submit(exchange: Submission, keys: ServerKeys, identity: Extract<Identity, { kind: "new" }>): Promise<void> {
+    const { req, res, route, store, plan } = exchange;
     const hasher = identity.key && createFingerprintHasher(identity.key, req.method ?? "GET", req.url ?? "/");
     const body = await receiveBody(log, exchange, identity.id, hasher);
     if (!body) return;
-    const job: JobRequest = { ...toJob(req, route, keys, identity.id, body), ...(hasher ? { fingerprint: hasher.digest() } : {}) };
+    const job: JobRequest = { ...toJob(req, route, keys, identity.id, body, plan), ...(hasher ? { fingerprint: hasher.digest() } : {}) };
+    // Before the publish: a job that ends at once is still seen ending.
+    const held = await deps.completion.hold(plan, job.id);
     let existing: ExistingJob | undefined;
     try {
       existing = await persist(deps, exchange, job, toJobMessage(job, "inline" in body ? body.inline : new Uint8Array(0), store.sealer), identity.msgId);
     } catch (err) {
+      held?.stop();
       log.warn({ err, job: job.id, route: route.name }, "could not persist a request; answered 503");
       // A body is dropped only when JetStream surely stored no message naming it.
       if (job.storedBody && surelyNotStored(err)) await store.deleteRequestBody(job.storedBody.name).catch(() => undefined);
       unavailable(res, route, err);
       return;
     }
-    if (existing) return answerRepeat(exchange, existing, job.fingerprint ?? "");
+    if (existing) {
+      held?.stop();
+      return answerRepeat(exchange, existing, job.fingerprint ?? "");
+    }
     // An idempotent id may have been unknown a moment ago (its earlier job expired or was deleted).
     if (job.fingerprint !== undefined) announce(store, deps.unknownIds, job.id);
     const bodyBytes = job.storedBody?.bytes ?? ("inline" in body ? body.inline.byteLength : 0);
     log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: job.storedBody !== undefined }, "job accepted");
-    sendAccepted(res, jobsPath, route, job.id);
+    await announceAccepted(store, job);
+    const statusUrl = `${jobsPath}/${job.id}`;
+    await deps.completion.answer(res, { id: job.id, statusUrl }, plan, held, (headers) => sendAccepted(res, jobsPath, route, job.id, "queued", headers));
   }
 
   return async function accept(req, res, route) {
@@ -243,7 +263,9 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
     }
     const exchange: Exchange = { req, res, route, store };
     let identity: Identity;
+    let plan: AcceptPlan;
     try {
+      plan = await deps.completion.plan(req, route);
       identity = await identify({ prefix: config.nats.stream, store, keys }, req, route, idempotencyKeyOf(req));
     } catch (err) {
       req.resume();
@@ -252,6 +274,6 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       return;
     }
     if (identity.kind === "existing") return repeat(exchange, identity);
-    return submit(exchange, keys, identity);
+    return submit({ ...exchange, plan }, keys, identity);
   };
 }

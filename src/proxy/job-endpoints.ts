@@ -6,6 +6,7 @@
  * A job bound to its caller answers only requests that show the same identity (else the same 404).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import type { Subscription } from "@nats-io/transport-node";
 import { routeTableOf } from "../config/index.js";
 import type { Config } from "../config/index.js";
@@ -17,10 +18,13 @@ import { isFinal } from "../jobs/record.js";
 import type { JobStore } from "../jobs/store.js";
 import type { ServerKeys } from "../security/server-keys.js";
 import { sendProblem } from "../shared/problem.js";
+import type { CompletionEstimator } from "./estimate.js";
 import { sendResult } from "./job-result.js";
 import { createJobLookup, createStatusAnswer } from "./job-status.js";
 import type { UnknownIds } from "./job-status.js";
+import type { JobWatch } from "./job-watch.js";
 import type { ResultCache } from "./result-cache.js";
+import { createStatusCompletion } from "./status-completion.js";
 
 export interface JobsDeps {
   /** The config in force (it changes on reload; `jobs.path` does not). */
@@ -33,9 +37,18 @@ export interface JobsDeps {
   keys: () => ServerKeys | undefined;
   /** Ids recently found nowhere, shared with the accept path (which forgets the ids it creates). */
   unknownIds: UnknownIds;
+  /** The proxy's one watch on job transitions (long-poll, SSE, WebSocket). */
+  watch: JobWatch;
+  estimator: CompletionEstimator;
 }
 
-export type JobsHandler = (req: IncomingMessage, res: ServerResponse, pathname: string) => Promise<void>;
+export interface JobsHandler {
+  (req: IncomingMessage, res: ServerResponse, pathname: string): Promise<void>;
+  /** A WebSocket upgrade under the jobs path: the status URL's WebSocket, or a refusal. */
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Ends streams and sockets and answers waiting requests (shutdown). */
+  close(): void;
+}
 
 const READ_METHODS = ["GET", "HEAD"];
 const JOB_METHODS = ["GET", "HEAD", "DELETE"];
@@ -56,6 +69,7 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
   const prefix = `${jobsPath}/`;
   const lookup = createJobLookup(deps);
   const sendStatus = createStatusAnswer(jobsPath, deps.config);
+  const completion = createStatusCompletion({ ...deps, jobsPath, sendFinalRecord: sendStatus });
 
   // Notices from any replica: a canceled or deleted job leaves this proxy's cache of finished jobs,
   // a job that exists again (an idempotent request) its cache of unknown ids.
@@ -95,7 +109,16 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
     }
   }
 
-  return async function jobs(req, res, pathname) {
+  function upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const target = parseJobPath(q === -1 ? url : url.slice(0, q), prefix);
+    if (!target || target.result) return completion.sockets.refuse(socket, new JobNotFoundError());
+    if (req.method !== "GET") return completion.sockets.refuse(socket, new MethodNotAllowedError(["GET"]));
+    void completion.sockets.upgrade(req, socket, head, target.id, () => lookup.find(target.id, req.rawHeaders));
+  }
+
+  async function jobs(req: IncomingMessage, res: ServerResponse, pathname: string): Promise<void> {
     try {
       const target = parseJobPath(pathname, prefix);
       if (!target) throw new JobNotFoundError();
@@ -105,17 +128,25 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
       const allowed = target.result ? READ_METHODS : JOB_METHODS;
       if (!allowed.includes(req.method ?? "")) throw new MethodNotAllowedError(allowed);
       listenForCancels(deps.store());
+      // Completion events teach the estimate even when nobody waits here.
+      deps.watch.ensure();
       if (req.method === "DELETE") {
         await cancel(target.id, req.rawHeaders);
         res.writeHead(204).end();
         return;
       }
-      const { record, body } = await lookup.find(target.id, req.rawHeaders);
+      // Long-poll and SSE read the job themselves, once they are sure to hear of its next transition.
+      const find = () => lookup.find(target.id, req.rawHeaders);
+      if (!target.result && req.method === "GET" && (await completion.serve(req, res, target.id, find))) return;
+      const { record, body } = await find();
       if (target.result && isFinal(record)) await sendResult(deps, res, record, body);
-      else sendStatus(res, record);
+      else if (isFinal(record)) sendStatus(res, record);
+      else completion.live.sendPending(res, record);
     } catch (err) {
       const headers = err instanceof NatsUnavailableError ? { "retry-after": deps.config().defaults.retryAfterS } : undefined;
       sendProblem(res, err, { log, ...(headers ? { headers } : {}) });
     }
-  };
+  }
+
+  return Object.assign(jobs, { upgrade, close: () => completion.close() });
 }

@@ -9,8 +9,11 @@ import type { JobStore } from "../jobs/store.js";
 import type { ServerKeys } from "../security/server-keys.js";
 import { toHttpUrl } from "../shared/address.js";
 import { createAcceptHandler } from "./accept.js";
+import { createAcceptCompletion } from "./accept-completion.js";
+import { createCompletionEstimator } from "./estimate.js";
 import { createJobsHandler } from "./job-endpoints.js";
 import { createUnknownIds } from "./job-status.js";
+import { createJobWatch } from "./job-watch.js";
 import { createPassthrough } from "./passthrough.js";
 import type { Passthrough } from "./passthrough.js";
 import { createResultCache } from "./result-cache.js";
@@ -45,9 +48,14 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const config = options.config();
   const unknownIds = createUnknownIds();
   const cache = createResultCache({ observer: options.observers.resultCache });
+  // One watch on every job's transitions, shared by waiting accepts and the status URL's streams.
+  const estimator = createCompletionEstimator(store);
+  const watch = createJobWatch({ store, log, onAnyEvent: (route, parse) => estimator.offer(route, parse) });
+  const jobs = createJobsHandler({ config: options.config, log, cache, store, keys, unknownIds, watch, estimator });
   const handlers: HttpHandlers = {
-    accept: createAcceptHandler({ config, log, store, keys, unknownIds }),
-    jobs: createJobsHandler({ config: options.config, log, cache, store, keys, unknownIds }),
+    accept: createAcceptHandler({ config, log, store, keys, unknownIds, completion: createAcceptCompletion({ watch, config: options.config, store, cache, log }) }),
+    jobs,
+    jobsUpgrade: jobs.upgrade,
     passthrough: createPassthrough({ upstream: config.upstream, log }),
     observer: options.observers.http,
   };
@@ -65,6 +73,9 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     },
     async close(drainMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Waiting requests are answered now (streams end, sockets close, long-polls and waiting
+      // accepts get their answer), so their connections can go with the idle ones.
+      jobs.close();
       // No new connections from here. A keep-alive connection goes as soon as its request in flight
       // is answered (Node keeps it open otherwise, up to keepAliveTimeout); past the drain time, all go.
       server.closeIdleConnections();

@@ -4,8 +4,9 @@
  */
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { performance } from "node:perf_hooks";
-import type { Config, RouteMatcher } from "../config/index.js";
+import type { Config, RouteConfig, RouteMatcher } from "../config/index.js";
 import { createRouteMatcher } from "../config/index.js";
 import { BadRequestError } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -14,10 +15,13 @@ import type { JobsHandler } from "./job-endpoints.js";
 import { normalizeTarget, parseRequestTarget, pathVariants, toOriginForm } from "./normalize-path.js";
 import type { Passthrough } from "./passthrough.js";
 import { sendProblem, sendProblemOnSocket } from "../shared/problem.js";
+import { isAsyncRequest } from "./prefer.js";
 
 export interface HttpHandlers {
   accept: AcceptHandler;
   jobs: JobsHandler;
+  /** WebSocket upgrades under the jobs path (the status URL's WebSocket); they never pass through. */
+  jobsUpgrade?: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
   passthrough: Passthrough;
   /** Told of every response sent in full (metrics). */
   observer?: HttpObserver;
@@ -102,7 +106,7 @@ function countHosts(rawHeaders: readonly string[]): number {
  * The async route an upgrade request's path (normalised, or any spelling of it) would match, if any. A
  * target that cannot be parsed is left to passthrough, which refuses it.
  */
-function asyncRouteOfUpgrade(method: string, target: string, match: RouteMatcher): string | undefined {
+function asyncRouteOfUpgrade(method: string, target: string, match: RouteMatcher): RouteConfig | undefined {
   let pathname: string;
   try {
     const url = parseRequestTarget(target);
@@ -113,9 +117,50 @@ function asyncRouteOfUpgrade(method: string, target: string, match: RouteMatcher
   }
   for (const path of [pathname, ...pathVariants(pathname)]) {
     const route = match(method, path);
-    if (route) return route.name;
+    if (route) return route;
   }
   return undefined;
+}
+
+/** An upgrade's target as a path when it is on the jobs path (as sent, like the jobs endpoints), else `undefined`. */
+function jobsTargetOf(target: string, jobsPath: string): string | undefined {
+  let path: string;
+  try {
+    path = toOriginForm(target);
+  } catch {
+    return undefined;
+  }
+  const end = path.search(/[?#]/);
+  const pathname = end === -1 ? path : path.slice(0, end);
+  return pathname === jobsPath || pathname.startsWith(`${jobsPath}/`) ? path : undefined;
+}
+
+/**
+ * Upgrades: the jobs path's own (a status URL's WebSocket), refused on an async route's path, else
+ * passed through.
+ */
+function createUpgradeListener(
+  handlers: HttpHandlers,
+  jobsPath: string,
+  matcher: () => RouteMatcher,
+): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  return (req, socket, head) => {
+  // The jobs path's own upgrades (a status URL's WebSocket) are slowlane's, never passed through.
+  const path = jobsTargetOf(req.url ?? "/", jobsPath);
+  if (handlers.jobsUpgrade && path !== undefined) {
+    req.url = path;
+    handlers.jobsUpgrade(req, socket, head);
+    return;
+  }
+  // A WebSocket cannot be a job: an upgrade on an async route's path would reach the backend
+  // synchronously, past the queue and its concurrency cap. Refused, as any spelling of that path.
+  const route = asyncRouteOfUpgrade(req.method ?? "GET", req.url ?? "/", matcher());
+  if (route !== undefined && isAsyncRequest(route, req.headers)) {
+    sendProblemOnSocket(socket, new BadRequestError(`the path of async route "${route.name}" cannot be upgraded to a WebSocket`));
+    return;
+  }
+  handlers.passthrough.ws(req, socket, head);
+  };
 }
 
 /**
@@ -172,7 +217,7 @@ export function createHttpServer(
       for (const variant of pathVariants(pathname)) {
         if (match(method, variant) !== route) return refuse(req, res, new BadRequestError(AMBIGUOUS), log);
       }
-      if (route) {
+      if (route && isAsyncRequest(route, req.headers)) {
         observe(res, "async", route.name, startedAtMs);
         handlers.accept(req, res, route).catch((err: unknown) => sendProblem(res, err, { log }));
         return;
@@ -187,16 +232,7 @@ export function createHttpServer(
   // Content-Length past them would reach the upstream as an unframed body, that is, as a second
   // request (smuggling). Unlimited here; the head size limit bounds the count anyway.
   server.maxHeadersCount = 0;
-  server.on("upgrade", (req, socket, head) => {
-    // A WebSocket cannot be a job: an upgrade on an async route's path would reach the backend
-    // synchronously, past the queue and its concurrency cap. Refused, as any spelling of that path.
-    const route = asyncRouteOfUpgrade(req.method ?? "GET", req.url ?? "/", matcher());
-    if (route !== undefined) {
-      sendProblemOnSocket(socket, new BadRequestError(`the path of async route "${route}" cannot be upgraded to a WebSocket`));
-      return;
-    }
-    handlers.passthrough.ws(req, socket, head);
-  });
+  server.on("upgrade", createUpgradeListener(handlers, jobsPath, matcher));
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     log.debug({ err }, "malformed request from a client");
     // As Node does: no answer on top of a response already started (a pipelined request that

@@ -34,7 +34,11 @@ function computeTag(key: ServerKey, random: Uint8Array): Buffer {
  */
 export function toTaggedJobId(key: ServerKey, random: Uint8Array): string {
   if (random.byteLength !== JOB_ID_RANDOM_BYTES) throw new RangeError(`a job id's random part is ${JOB_ID_RANDOM_BYTES} bytes`);
-  return Buffer.concat([random, computeTag(key, random)]).toString("base64url");
+  // The first byte's top bit is cleared, so an id never starts with "-" or "_" (base64url 62, 63): an id
+  // that starts with "-" reads as an option on a command line (`slowlane jobs show -w…`). 127 random bits remain.
+  const part = Buffer.from(random);
+  part[0] = (part[0] as number) & 0x7f;
+  return Buffer.concat([part, computeTag(key, part)]).toString("base64url");
 }
 
 /** A fresh job id: 16 random bytes and their tag under the primary key, 28 URL-safe characters. */

@@ -4,14 +4,16 @@
  * in a separate process. Prints one table and writes it as markdown to test/bench/last-run.md.
  *
  *   BENCH_ONLY=passthrough,accept   scenarios to run (default all): passthrough, accept, poll-hit,
- *                                   poll-miss, drain, busy, completion, memory, r3
+ *                                   poll-miss, drain, busy, completion, sse, wait, memory, r3
  *   BENCH_DURATION=10               seconds per measured load run (warm-up: a third of it, ≥ 2 s)
  *   BENCH_RUNS=3                    measured runs per figure (medians are reported)
  *   BENCH_JOBS=100000               jobs for the memory scenarios
  *   BENCH_DRAIN_JOBS=10000          jobs per drain measurement (drain, r3)
  *   BENCH_POLL_IDS=12000            finished jobs polled round robin (poll-miss; keep > 10 000, the LRU size)
- *   BENCH_COMPLETIONS=200           jobs timed in the completion scenario
- *   BENCH_QUICK=1                   a short run: 3 s runs, 10 000 jobs, 2 000 drain jobs, 50 completions
+ *   BENCH_COMPLETIONS=200           jobs timed in the completion and wait scenarios
+ *   BENCH_SSE_CLIENTS=10000         waiting SSE clients on one proxy (sse)
+ *   BENCH_QUICK=1                   a short run: 3 s runs, 10 000 jobs, 2 000 drain jobs, 50 completions,
+ *                                   2 000 SSE clients
  *   BENCH_PROFILE=1                 run slowlane under --cpu-prof and print profile summaries
  *   BENCH_OUT=path.md               where to write the markdown (default test/bench/last-run.md)
  * Needs `npm run build` first (slowlane runs from dist/).
@@ -30,8 +32,9 @@ import { memory } from "./scenarios/memory.js";
 import { passthrough } from "./scenarios/passthrough.js";
 import { polls } from "./scenarios/polls.js";
 import { r3 } from "./scenarios/r3.js";
+import { sseFanout, waitLatency } from "./scenarios/watch.js";
 
-const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "memory", "r3"] as const;
+const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "sse", "wait", "memory", "r3"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function num(name: string, fallback: number): number {
@@ -88,6 +91,8 @@ if (want("poll-hit") || want("poll-miss")) await step("polls", () => polls(ctx, 
 if (want("drain")) await step("drain", () => drain(ctx));
 if (want("busy")) await step("busy", () => busy(ctx));
 if (want("completion")) await step("completion", () => completion(ctx));
+if (want("sse")) await step("sse", () => sseFanout(ctx, num("BENCH_SSE_CLIENTS", quick ? 2_000 : 10_000)));
+if (want("wait")) await step("wait", () => waitLatency(ctx));
 if (want("memory")) await step("memory", () => memory(ctx));
 if (want("r3")) await step("r3", () => r3(ctx));
 

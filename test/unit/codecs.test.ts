@@ -105,6 +105,7 @@ describe("job records", () => {
       statusUrl: "/jobs/AAAAAAAAAAAAAAAAAAAAAA",
       resultUrl: "/jobs/AAAAAAAAAAAAAAAAAAAAAA/result",
       responseStatus: 201,
+      links: { self: "/jobs/AAAAAAAAAAAAAAAAAAAAAA", result: "/jobs/AAAAAAAAAAAAAAAAAAAAAA/result", cancel: "/jobs/AAAAAAAAAAAAAAAAAAAAAA" },
     });
   });
 });
@@ -116,6 +117,17 @@ describe("JetStream names", () => {
     expect(n.jobSubject("reports", "abc")).toBe("SL.jobs.reports.abc");
     expect(n.routeFilter("reports")).toBe("SL.jobs.reports.*");
     expect(n.consumer("reports")).toBe("route_reports");
+  });
+
+  it("name completion events and callback deliveries, and parse event subjects back", () => {
+    const n = toJetStreamNames("SL");
+    expect(n.eventSubject("reports", "abc")).toBe("SL.events.reports.abc");
+    expect(n.eventsFilter).toBe("SL.events.>");
+    expect(n.parseEventSubject("SL.events.reports.abc")).toEqual({ route: "reports", id: "abc" });
+    for (const bad of ["SL.events.reports", "SL.events..abc", "SL.events.reports.", "SL.events.a.b.c", "SL.jobs.reports.abc", "SLX.events.r.i"]) {
+      expect(n.parseEventSubject(bad), bad).toBeUndefined();
+    }
+    expect([n.callbackStream, n.callbackSubject("reports", "abc"), n.callbacksFilter]).toEqual(["SL_callbacks", "SL.callbacks.reports.abc", "SL.callbacks.>"]);
   });
 });
 

@@ -579,7 +579,7 @@ describe("idempotent job ids", () => {
     const id = idempotentJobId(newKeys, parts, "key-1");
     expect(idempotentJobId(keysOf(newLine), [...parts], "key-1")).toBe(id);
     expect(idempotentJobId(keysOf("AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA="), ["prefix", "route"], "key-1")).toBe(
-      "qysZspFiPfwtL-dt0tx3ZMVAUNim",
+      "KysZspFiPfwtL-dt0tx3ZPGtL5dD",
     );
   });
 
@@ -628,6 +628,13 @@ describe("tagged job ids", () => {
       expect(isLegacyJobId(id)).toBe(false);
       expect(hasValidTag(newKeys, id)).toBe(true);
     }
+  });
+
+  it("never start with - or _, so a command line never reads one as an option (slowlane jobs show <id>)", () => {
+    const ids = Array.from({ length: 5_000 }, () => createTaggedJobId(newKeys));
+    expect(ids.filter((id) => id.startsWith("-") || id.startsWith("_"))).toEqual([]);
+    const idempotent = Array.from({ length: 2_000 }, (_, i) => idempotentJobId(newKeys, ["route", "owner"], `key-${i}`));
+    expect(idempotent.filter((id) => id.startsWith("-") || id.startsWith("_"))).toEqual([]);
   });
 
   it("carry a tag that is the keyed hash of the random part (stable format)", () => {
