@@ -11,6 +11,7 @@
 import { randomBytes } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { JetStreamContext } from "../nats/context.js";
+import { readObject } from "./object-reader.js";
 import { BodyLocation, decodeRecord, encodeRecord } from "./record.js";
 import type { JobRecord, StoredResponse } from "./record.js";
 
@@ -55,7 +56,10 @@ export interface JobStore {
   putBody(id: string, body: Uint8Array): Promise<PutBody>;
   /** Stores a response body as it streams in, in the Object Store. Rejects (and keeps nothing) if `body` errors. */
   putBodyStream(id: string, body: ReadableStream<Uint8Array>): Promise<void>;
-  /** The stored body, as bytes (KV) or a stream (Object Store); `undefined` when it has expired. */
+  /**
+   * The stored body, as bytes (KV) or a stream (Object Store) that reads a chunk only when pulled;
+   * `undefined` when it has expired.
+   */
   getBody(id: string, response: StoredResponse): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined>;
   /**
    * Stores a request body too large for the queue message under a new name (see
@@ -141,10 +145,8 @@ export function createJobStore(context: JetStreamContext): JobStore {
           const entry = await results.get(id);
           return entry && entry.operation === "PUT" ? entry.value : undefined;
         }
-        case BodyLocation.Object: {
-          const object = await bodies.get(id);
-          return object ? object.data : undefined;
-        }
+        case BodyLocation.Object:
+          return readObject(context, id);
       }
     },
 
@@ -153,9 +155,8 @@ export function createJobStore(context: JetStreamContext): JobStore {
       return info.size;
     },
 
-    async getRequestBody(name) {
-      const object = await bodies.get(name);
-      return object ? object.data : undefined;
+    getRequestBody(name) {
+      return readObject(context, name);
     },
 
     async deleteRequestBody(name) {

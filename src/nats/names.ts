@@ -18,6 +18,8 @@ export interface JetStreamNames {
   readonly jobsBucketStream: string;
   readonly resultsBucketStream: string;
   readonly bodiesStoreStream: string;
+  /** Subject of the chunks of one object in {@link bodiesStore}, by the object's nuid (as nats.js names them). */
+  bodiesChunkSubject(nuid: string): string;
   /** Subjects of the work-queue stream (every job of every route). */
   readonly jobsFilter: string;
   /** Subjects of the dead-letter stream. */
@@ -66,6 +68,7 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     jobsBucketStream: `KV_${jobsBucket}`,
     resultsBucketStream: `KV_${resultsBucket}`,
     bodiesStoreStream: `OBJ_${bodiesStore}`,
+    bodiesChunkSubject: (nuid) => `$O.${bodiesStore}.C.${nuid}`,
     jobsFilter: `${prefix}.jobs.>`,
     deadFilter: `${prefix}.dead.>`,
     deadSubject: (route, id) => `${prefix}.dead.${route}.${id}`,

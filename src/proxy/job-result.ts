@@ -1,10 +1,10 @@
 /**
  * The result URL: the backend's response replayed exactly (status, headers, body bytes), or the
  * job's failure as problem+json. Small bodies come from the record or the cache; large ones are
- * streamed from the Object Store.
+ * streamed from the Object Store at the pace the client reads them.
  */
 import type { ServerResponse } from "node:http";
-import { Readable } from "node:stream";
+import { pipeline, Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { ErrorCodes, JobCanceledError, JobExpiredError, NatsUnavailableError, SlowlaneError, errorKindOf } from "../errors.js";
 import type { ErrorCode } from "../errors.js";
@@ -59,10 +59,28 @@ export async function sendResult(deps: ResultDeps, res: ServerResponse, record: 
     res.end(body);
     return;
   }
-  Readable.fromWeb(body as WebReadableStream<Uint8Array>)
-    .on("error", (err) => {
-      deps.log.error({ err, job: record.id }, "streaming a stored body failed");
-      res.destroy(err);
-    })
-    .pipe(res);
+  streamBody(deps.log, res, record.id, body);
+}
+
+/**
+ * Sends a body from the Object Store as the client takes it: `pipeline` stops pulling while the
+ * socket is full, and the store stream reads a chunk only when pulled, so a client that stops
+ * reading holds one chunk here, not the object. A client that goes away cancels the read.
+ */
+function streamBody(log: Logger, res: ServerResponse, id: string, body: ReadableStream<Uint8Array>): void {
+  if (res.req.method === "HEAD") {
+    // No body goes out on HEAD: do not read one.
+    void body.cancel().catch(() => undefined);
+    res.end();
+    return;
+  }
+  const source = Readable.fromWeb(body as WebReadableStream<Uint8Array>, { highWaterMark: 1 });
+  pipeline(source, res, (err) => {
+    if (!err) return;
+    if ((err as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE") {
+      log.debug({ job: id }, "client went away mid-result; stopped reading it");
+      return;
+    }
+    log.error({ err, job: id }, "streaming a stored body failed");
+  });
 }
