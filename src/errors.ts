@@ -31,6 +31,7 @@ export const ErrorCodes = {
   JOB_CANCELED: "SLOWLANE_JOB_CANCELED",
   NOT_FOUND: "SLOWLANE_NOT_FOUND",
   INTERNAL: "SLOWLANE_INTERNAL",
+  OVERLOADED: "SLOWLANE_OVERLOADED",
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -63,6 +64,7 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorKind>> = {
   [ErrorCodes.JOB_CANCELED]: { title: "Gone", status: 410 },
   [ErrorCodes.NOT_FOUND]: { title: "Not Found", status: 404 },
   [ErrorCodes.INTERNAL]: { title: "Internal Server Error", status: 500 },
+  [ErrorCodes.OVERLOADED]: { title: "Service Unavailable", status: 503 },
 };
 
 /** The kind of a code read back from storage (a job record written by another version may hold any string). */
@@ -199,6 +201,13 @@ export class BodyTooLargeError extends SlowlaneError {
       ...options,
       extensions: { limitBytes, ...options.extensions },
     });
+  }
+}
+
+/** The proxy holds as many request bodies as its budget allows (`server.maxInflightBodySize`): retry later. */
+export class OverloadedError extends SlowlaneError {
+  constructor(message = "too many request bodies in flight; nothing was accepted, retry later", options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.OVERLOADED, message, options);
   }
 }
 

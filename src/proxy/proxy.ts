@@ -8,6 +8,7 @@ import type { Logger } from "../log.js";
 import type { JobStore } from "../jobs/store.js";
 import { toHttpUrl } from "../shared/address.js";
 import { createAcceptHandler } from "./accept.js";
+import { createByteBudget, withBodyBudget } from "./body-budget.js";
 import { createJobsHandler } from "./job-endpoints.js";
 import { createPassthrough } from "./passthrough.js";
 import type { Passthrough } from "./passthrough.js";
@@ -35,12 +36,17 @@ export interface Proxy {
   close(drainMs: number): Promise<void>;
 }
 
+/** What one accept may hold of a body before NATS has told its max_payload (nats-server's default). */
+const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
+
 /** Starts the proxy and resolves once it listens; a port in use rejects. */
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const { log, store } = options;
   const config = options.config();
+  const budget = createByteBudget(() => options.config().server.maxInflightBodyBytes);
+  const maxHeldBytes = () => store()?.context.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
   const handlers: HttpHandlers = {
-    accept: createAcceptHandler({ config, log, store }),
+    accept: withBodyBudget(createAcceptHandler({ config, log, store }), { budget, maxHeldBytes, log }),
     jobs: createJobsHandler({ config: options.config, log, cache: createResultCache({ observer: options.observers.resultCache }), store }),
     passthrough: createPassthrough({ upstream: config.upstream, log }),
     observer: options.observers.http,
