@@ -3,6 +3,7 @@
  * accept, passthrough), listening, a backend URL that a reload can change, and the drain on close.
  */
 import { once } from "node:events";
+import type { Server } from "node:http";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../log.js";
 import type { JobStore } from "../jobs/store.js";
@@ -39,6 +40,21 @@ export interface Proxy {
 /** What one accept may hold of a body before NATS has told its max_payload (nats-server's default). */
 const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
 
+/**
+ * `server.maxConnections` on the Node server (0: no limit): a connection past it is closed at
+ * once, before a byte is read. Read again at each connection, so a reload applies to the next.
+ */
+function limitConnections(server: Server, config: () => Config, log: Logger): void {
+  const apply = () => {
+    const max = config().server.maxConnections;
+    // No limit is Infinity: Node versions differ on what a maxConnections of 0 means.
+    server.maxConnections = max > 0 ? max : Infinity;
+  };
+  apply();
+  server.on("connection", apply);
+  server.on("drop", (data?: { remoteAddress?: string }) => log.debug({ remote: data?.remoteAddress }, "connection refused: server.maxConnections reached"));
+}
+
 /** Starts the proxy and resolves once it listens; a port in use rejects. */
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const { log, store } = options;
@@ -53,6 +69,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   };
   const retired: Passthrough[] = [];
   const server = createHttpServer(options.config, handlers, log, options.serverLimits);
+  limitConnections(server, options.config, log);
   server.listen(config.listen.port, config.listen.host);
   await once(server, "listening");
   const url = toHttpUrl(server);
