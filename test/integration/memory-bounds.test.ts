@@ -135,3 +135,155 @@ describe("results stream at the pace of their client", () => {
     expect((await settled(bytesSentToProxy, "the proxy's reads to stop")) - after).toBeLessThan(MiB);
   });
 });
+
+/** A chunked request whose body goes in 1-byte chunks (each a Buffer of its own at the proxy). */
+function oneByteChunked(path: string, body: Buffer): Buffer {
+  const parts: Buffer[] = [Buffer.from(`POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`)];
+  const chunked = Buffer.alloc(body.byteLength * 6);
+  for (let i = 0; i < body.byteLength; i++) {
+    chunked.write("1\r\n", i * 6, "latin1");
+    chunked[i * 6 + 3] = body[i] as number;
+    chunked.write("\r\n", i * 6 + 4, "latin1");
+  }
+  parts.push(chunked, Buffer.from("0\r\n\r\n"));
+  return Buffer.concat(parts);
+}
+
+/** Sends raw bytes and resolves with everything the server answered once it closes. */
+async function exchange(url: string, bytes: Buffer): Promise<string> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  const chunks: Buffer[] = [];
+  socket.on("data", (c: Buffer) => chunks.push(c));
+  socket.on("error", () => undefined);
+  // Not end(): Node's server drops a request whose client half-closes before the answer.
+  socket.write(bytes);
+  await once(socket, "close");
+  return Buffer.concat(chunks).toString("latin1");
+}
+
+describe("request bodies in 1-byte chunks", () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await startApp(configFor(uniqueStream("onebyte")));
+    await app.app.ready;
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it.each([
+    ["in memory", 200 * 1024],
+    ["through the Object Store", 1100 * 1024],
+  ])("arrive intact at the backend (%s)", async (_how, size) => {
+    const body = binaryPattern(size);
+    for (let i = 0; i < size; i += 997) body[i] = (i >> 8) & 0xff;
+    const path = `/echo/onebyte-${size}`;
+    const answer = await exchange(app.url, oneByteChunked(path, body));
+    expect(answer.slice(0, 12)).toBe("HTTP/1.1 202");
+    const id = (JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)) as { id: string }).id;
+    await waitFinal(app.url, id, 30_000);
+    const calls = env.backend.callsTo(path);
+    expect(calls).toHaveLength(1);
+    expect(Buffer.compare((calls[0] as { body: Buffer }).body, body)).toBe(0);
+  });
+});
+
+/** Opens a request with a declared body of `declared` bytes and sends only `sent` of them. */
+async function openUpload(url: string, path: string, declared: number, sent: number): Promise<{ socket: Socket; finish(): Promise<string> }> {
+  const { hostname, port } = new URL(url);
+  const socket = connect(Number(port), hostname);
+  await once(socket, "connect");
+  const chunks: Buffer[] = [];
+  socket.on("data", (c: Buffer) => chunks.push(c));
+  socket.on("error", () => undefined);
+  socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Length: ${declared}\r\nConnection: close\r\n\r\n`);
+  socket.write(Buffer.alloc(sent, 1));
+  return {
+    socket,
+    async finish() {
+      socket.write(Buffer.alloc(declared - sent, 1));
+      await once(socket, "close");
+      return Buffer.concat(chunks).toString("latin1");
+    },
+  };
+}
+
+describe("the in-flight request body budget (server.maxInflightBodySize)", () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await startApp(configFor(uniqueStream("budget"), { server: { maxInflightBodySize: "100KiB" } }));
+    await app.app.ready;
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  it("answers 503 with Retry-After while the budget is taken, before reading the body, and accepts again after", async () => {
+    const held = await openUpload(app.url, "/echo/budget-held", 80_000, 1_000);
+    try {
+      // Whenever the proxy has read the held request's head, 80 000 of the 102 400 bytes are taken.
+      const refused = await waitFor(
+        async () => {
+          const res = await request(app.url).post("/echo/budget-refused").set("content-type", "application/octet-stream").send(Buffer.alloc(30_000, 2));
+          return res.status === 503 ? res : undefined;
+        },
+        { what: "a 503 from the budget" },
+      );
+      expect(refused.headers["content-type"]).toBe("application/problem+json");
+      expect(refused.headers["retry-after"]).toBe("1");
+      expect(refused.body).toMatchObject({ status: 503, code: "SLOWLANE_OVERLOADED" });
+      // A request that fits in what is left still passes.
+      expect((await request(app.url).post("/echo/budget-small").send("small")).status).toBe(202);
+
+      const answer = await held.finish();
+      expect(answer.slice(0, 12)).toBe("HTTP/1.1 202");
+      const again = await request(app.url).post("/echo/budget-again").set("content-type", "application/octet-stream").send(Buffer.alloc(30_000, 2));
+      expect(again.status).toBe(202);
+    } finally {
+      held.socket.destroy();
+    }
+    expect(env.backend.callsTo("/echo/budget-refused")).toHaveLength(0);
+  });
+});
+
+describe("server.maxConnections", () => {
+  let app: TestApp;
+  beforeAll(async () => {
+    app = await startApp(configFor(uniqueStream("conns"), { server: { maxConnections: 2 } }), "proxy");
+    await app.app.ready;
+  });
+  afterAll(async () => {
+    await app?.close();
+  });
+
+  /** A keep-alive connection that has been served once (so the server counts it). */
+  async function servedConnection(): Promise<Socket> {
+    const { hostname, port } = new URL(app.url);
+    const socket = connect(Number(port), hostname);
+    socket.on("error", () => undefined);
+    socket.write(`GET ${JOBS}/not-an-id HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const [first] = (await once(socket, "data")) as [Buffer];
+    expect(first.toString("latin1").slice(0, 12)).toBe("HTTP/1.1 404");
+    return socket;
+  }
+
+  it("closes a connection past the limit at once, and takes new ones when one leaves", async () => {
+    const held = [await servedConnection(), await servedConnection()];
+    try {
+      const answer = await exchange(app.url, Buffer.from(`GET ${JOBS}/not-an-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+      expect(answer).toBe("");
+      held.pop()?.destroy();
+      const served = await waitFor(
+        async () => {
+          const again = await exchange(app.url, Buffer.from(`GET ${JOBS}/not-an-id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+          return again !== "" ? again : undefined;
+        },
+        { what: "a connection to be taken again" },
+      );
+      expect(served.slice(0, 12)).toBe("HTTP/1.1 404");
+    } finally {
+      for (const socket of held) socket.destroy();
+    }
+  });
+});
