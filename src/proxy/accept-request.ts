@@ -10,6 +10,7 @@ import { requestObjectName } from "../jobs/store.js";
 import type { JobStore } from "../jobs/store.js";
 import { withoutHopByHop } from "../shared/hop-by-hop.js";
 import { splitBody } from "../shared/split-body.js";
+import { inTurns } from "./small-chunks.js";
 
 /** Content-Length is recomputed by the worker; the X-Forwarded-* ones are set by `toStoredHeaders`. */
 const REPLACED = new Set(["content-length", "x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-forwarded-host"]);
@@ -26,7 +27,7 @@ export type ReadBody = { inline: Uint8Array } | { stored: StoredBodyRef };
 export async function readBody(req: IncomingMessage, store: JobStore, id: string, inlineBytes: number, maxBytes: number): Promise<ReadBody> {
   const declared = Number(req.headers["content-length"] ?? 0);
   if (declared > maxBytes) throw new BodyTooLargeError(maxBytes);
-  const body = await splitBody(req as AsyncIterable<Buffer>, inlineBytes, maxBytes, () => new BodyTooLargeError(maxBytes));
+  const body = await splitBody(inTurns(req), inlineBytes, maxBytes, () => new BodyTooLargeError(maxBytes));
   if ("whole" in body) return { inline: body.whole };
   const name = requestObjectName(id);
   return { stored: { name, bytes: await store.putRequestBody(name, body.stream) } };

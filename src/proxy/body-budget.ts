@@ -76,9 +76,8 @@ export function withBodyBudget(accept: AcceptHandler, options: BodyBudgetOptions
         loggedAt = Date.now();
         refused = 0;
       }
-      // The body is not read: the connection closes after the answer.
+      // The body is not read: Node discards what is left once the answer is out, and closes.
       sendProblem(res, new OverloadedError(), { headers: { "retry-after": route.retryAfterS, connection: "close" } });
-      req.resume();
       return;
     }
     try {

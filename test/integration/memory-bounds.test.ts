@@ -187,6 +187,25 @@ describe("request bodies in 1-byte chunks", () => {
     expect(calls).toHaveLength(1);
     expect(Buffer.compare((calls[0] as { body: Buffer }).body, body)).toBe(0);
   });
+
+  it("arrive intact when several upload at once and take turns, while the proxy answers other requests", async () => {
+    // 100 KiB in 1-byte chunks is several turns' worth; only two such readers read at once.
+    const bodies = Array.from({ length: 5 }, (_, n) => Buffer.alloc(100 * 1024, n + 1));
+    const uploads = bodies.map((body, n) => exchange(app.url, oneByteChunked(`/echo/turns-${n}`, body)));
+    expect((await fetch(`${app.app.adminUrl}/healthz`)).status).toBe(200);
+    expect((await request(app.url).get(`${JOBS}/not-an-id`)).status).toBe(404);
+    const answers = await Promise.all(uploads);
+    const ids = answers.map((answer) => {
+      expect(answer.slice(0, 12)).toBe("HTTP/1.1 202");
+      return (JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)) as { id: string }).id;
+    });
+    await Promise.all(ids.map((id) => waitFinal(app.url, id, 30_000)));
+    bodies.forEach((body, n) => {
+      const calls = env.backend.callsTo(`/echo/turns-${n}`);
+      expect(calls).toHaveLength(1);
+      expect(Buffer.compare((calls[0] as { body: Buffer }).body, body)).toBe(0);
+    });
+  });
 });
 
 /** Opens a request with a declared body of `declared` bytes and sends only `sent` of them. */
