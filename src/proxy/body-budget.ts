@@ -76,7 +76,9 @@ export function withBodyBudget(accept: AcceptHandler, options: BodyBudgetOptions
         loggedAt = Date.now();
         refused = 0;
       }
-      // The body is not read: Node discards what is left once the answer is out, and closes.
+      // The body is not read: no further reads now (only the one being parsed ends), and Node
+      // discards what is left once the answer is out, and closes.
+      req.socket.pause();
       sendProblem(res, new OverloadedError(), { headers: { "retry-after": route.retryAfterS, connection: "close" } });
       return;
     }

@@ -149,6 +149,11 @@ function oneByteChunked(path: string, body: Buffer): Buffer {
   return Buffer.concat(parts);
 }
 
+/** Resolves when the socket has closed, whether or not it errored first (events.once would reject). */
+function closed(socket: Socket): Promise<void> {
+  return new Promise((resolve) => socket.once("close", () => resolve()));
+}
+
 /** Sends raw bytes and resolves with everything the server answered once it closes. */
 async function exchange(url: string, bytes: Buffer): Promise<string> {
   const { hostname, port } = new URL(url);
@@ -158,7 +163,7 @@ async function exchange(url: string, bytes: Buffer): Promise<string> {
   socket.on("error", () => undefined);
   // Not end(): Node's server drops a request whose client half-closes before the answer.
   socket.write(bytes);
-  await once(socket, "close");
+  await closed(socket);
   return Buffer.concat(chunks).toString("latin1");
 }
 
@@ -222,7 +227,7 @@ async function openUpload(url: string, path: string, declared: number, sent: num
     socket,
     async finish() {
       socket.write(Buffer.alloc(declared - sent, 1));
-      await once(socket, "close");
+      await closed(socket);
       return Buffer.concat(chunks).toString("latin1");
     },
   };
