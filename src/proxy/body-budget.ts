@@ -11,6 +11,7 @@ import { OverloadedError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { sendProblem } from "../shared/problem.js";
 import type { AcceptHandler } from "./accept.js";
+import { holdReads } from "./small-chunks.js";
 
 /** Bytes held across requests, under a ceiling read at each reservation (a reload may change it). */
 export interface ByteBudget {
@@ -76,9 +77,8 @@ export function withBodyBudget(accept: AcceptHandler, options: BodyBudgetOptions
         loggedAt = Date.now();
         refused = 0;
       }
-      // The body is not read: no further reads now (only the one being parsed ends), and Node
-      // discards what is left once the answer is out, and closes.
-      req.socket.pause();
+      // The body is not read, nor parsed: the connection closes once the answer is out.
+      holdReads(req);
       sendProblem(res, new OverloadedError(), { headers: { "retry-after": route.retryAfterS, connection: "close" } });
       return;
     }

@@ -96,7 +96,7 @@ interface HoldableSocket {
 }
 
 /** Stops reading the connection after the read being parsed, until {@link releaseReads}. */
-function holdReads(req: IncomingMessage): void {
+export function holdReads(req: IncomingMessage): void {
   const socket = req.socket as unknown as HoldableSocket;
   socket._paused = true;
   const handle = socket._handle;
