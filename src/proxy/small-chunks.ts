@@ -138,9 +138,12 @@ export async function* inTurns(req: IncomingMessage): AsyncGenerator<Buffer> {
   let small = 0;
   let endTurn: (() => void) | undefined;
   let done = false;
+  let queued = false;
   const queueForTurn = () => {
     holdReads(req);
+    queued = true;
     void turns.take(since, gone.signal).then((end) => {
+      queued = false;
       if (done) end?.();
       else endTurn = end;
       // Also when the request went away: the connection may serve its next request.
@@ -151,7 +154,7 @@ export async function* inTurns(req: IncomingMessage): AsyncGenerator<Buffer> {
     for (;;) {
       const next = await chunks.next();
       if (next.done) return;
-      if (next.value.byteLength < SMALL_CHUNK_BYTES && ++small >= QUANTUM_CHUNKS && !req.complete) {
+      if (next.value.byteLength < SMALL_CHUNK_BYTES && ++small >= QUANTUM_CHUNKS && !queued && !req.complete) {
         small = 0;
         // Queue before giving the turn up: the turn then goes to the oldest reader, this one included.
         const ending = endTurn;
@@ -164,6 +167,8 @@ export async function* inTurns(req: IncomingMessage): AsyncGenerator<Buffer> {
   } finally {
     done = true;
     endTurn?.();
+    // Still queued (the body ended within the read being parsed): leave, and read on.
+    gone.abort();
     req.off("close", leave);
   }
 }
