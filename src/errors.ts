@@ -35,6 +35,7 @@ export const ErrorCodes = {
   WAIT_LIMIT: "SLOWLANE_WAIT_LIMIT",
   NOT_FOUND: "SLOWLANE_NOT_FOUND",
   INTERNAL: "SLOWLANE_INTERNAL",
+  OVERLOADED: "SLOWLANE_OVERLOADED",
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -71,6 +72,7 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorKind>> = {
   [ErrorCodes.WAIT_LIMIT]: { title: "Service Unavailable", status: 503 },
   [ErrorCodes.NOT_FOUND]: { title: "Not Found", status: 404 },
   [ErrorCodes.INTERNAL]: { title: "Internal Server Error", status: 500 },
+  [ErrorCodes.OVERLOADED]: { title: "Service Unavailable", status: 503 },
 };
 
 /** The kind of a code read back from storage (a job record written by another version may hold any string). */
@@ -207,6 +209,13 @@ export class BodyTooLargeError extends SlowlaneError {
       ...options,
       extensions: { limitBytes, ...options.extensions },
     });
+  }
+}
+
+/** The proxy holds as many request bodies as its budget allows (`server.maxInflightBodySize`): retry later. */
+export class OverloadedError extends SlowlaneError {
+  constructor(message = "too many request bodies in flight; nothing was accepted, retry later", options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.OVERLOADED, message, options);
   }
 }
 

@@ -19,6 +19,7 @@ import type { JetStreamContext } from "../nats/context.js";
 import { SealError, sealedSize } from "../security/seal.js";
 import type { Sealer } from "../security/seal.js";
 import type { JobRequest, StoredBodyRef } from "./envelope.js";
+import { readObject } from "./object-reader.js";
 import { BodyLocation, decodeRecord, encodeRecord } from "./record.js";
 import type { JobRecord, StoredResponse } from "./record.js";
 import type { TransitionObserver } from "./transitions.js";
@@ -68,7 +69,10 @@ export interface JobStore {
   putBody(id: string, body: Uint8Array): Promise<PutBody>;
   /** Stores a response body as it streams in, in the Object Store. Rejects (and keeps nothing) if `body` errors. */
   putBodyStream(id: string, body: ReadableStream<Uint8Array>): Promise<void>;
-  /** The stored body, as bytes (KV) or a stream (Object Store); `undefined` when it has expired. */
+  /**
+   * The stored body, as bytes (KV) or a stream (Object Store) that reads a chunk only when pulled;
+   * `undefined` when it has expired.
+   */
   getBody(id: string, response: StoredResponse): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined>;
   /**
    * Stores job `id`'s request body, too large for the queue message, under a new name (see
@@ -145,17 +149,17 @@ function isWrongRevision(err: unknown): boolean {
 }
 
 async function openRequestBody(
-  context: Pick<JetStreamContext, "bodies">,
+  context: JetStreamContext,
   sealer: Sealer | undefined,
   job: JobRequest,
   payload: Uint8Array,
 ): Promise<Uint8Array | ReadableStream<Uint8Array> | undefined> {
   if (job.unreadable !== undefined) throw new SealError(job.unreadable);
   if (job.storedBody === undefined) return job.bodySealed ? requireSealer(sealer, "the request").open(payload, job.id) : payload;
-  const object = await context.bodies.get(job.storedBody.name);
-  if (!object) return undefined;
-  if (!job.storedBody.sealed) return object.data;
-  return checkedStream(requireSealer(sealer, "the request body").openStream(object.data, job.id));
+  const data = await readObject(context, job.storedBody.name);
+  if (!data) return undefined;
+  if (!job.storedBody.sealed) return data;
+  return checkedStream(requireSealer(sealer, "the request body").openStream(data, job.id));
 }
 
 export interface JobStoreOptions {
@@ -184,9 +188,10 @@ export function createJobStore(context: JetStreamContext, options: JobStoreOptio
       if (!entry || entry.operation !== "PUT") return undefined;
       return response.sealed ? requireSealer(sealer, "the result").open(entry.value, id) : entry.value;
     }
-    const object = await bodies.get(id);
-    if (!object) return undefined;
-    return response.sealed ? requireSealer(sealer, "the result").openStream(object.data, id) : object.data;
+    // Chunk by chunk, as the reader pulls (nats.js's own get reads ahead without backpressure).
+    const data = await readObject(context, id);
+    if (!data) return undefined;
+    return response.sealed ? requireSealer(sealer, "the result").openStream(data, id) : data;
   }
 
   return {

@@ -34,6 +34,8 @@ export interface JetStreamNames {
   readonly bodiesStoreStream: string;
   readonly circuitsBucketStream: string;
   readonly keysBucketStream: string;
+  /** Subject of the chunks of one object in {@link bodiesStore}, by the object's nuid (as nats.js names them). */
+  bodiesChunkSubject(nuid: string): string;
   /** Subjects of the work-queue stream (every job of every route). */
   readonly jobsFilter: string;
   /** Subjects of the dead-letter stream. */
@@ -122,6 +124,7 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     circuitsBucketStream: `KV_${prefix}_circuits`,
     keysBucket,
     keysBucketStream: `KV_${keysBucket}`,
+    bodiesChunkSubject: (nuid) => `$O.${bodiesStore}.C.${nuid}`,
     jobsFilter: `${prefix}.jobs.>`,
     deadFilter: `${prefix}.dead.>`,
     deadSubject: (route, id) => `${prefix}.dead.${route}.${id}`,

@@ -12,6 +12,7 @@ import type { FingerprintHasher } from "../security/keyed-hash.js";
 import { identityOf } from "../security/owner-identity.js";
 import { withoutHopByHop } from "../shared/hop-by-hop.js";
 import { splitBody } from "../shared/split-body.js";
+import { inTurns } from "./small-chunks.js";
 
 /** Content-Length is recomputed by the worker; the X-Forwarded-* ones are set by `toStoredHeaders`. */
 const REPLACED = new Set(["content-length", "x-forwarded-for", "x-forwarded-port", "x-forwarded-proto", "x-forwarded-host"]);
@@ -51,7 +52,7 @@ export async function readBody(
   hasher?: FingerprintHasher,
 ): Promise<ReadBody> {
   refuseDeclaredTooLarge(req, limits.maxBytes);
-  const body = await splitBody(req as AsyncIterable<Buffer>, limits.inlineBytes, limits.maxBytes, () => new BodyTooLargeError(limits.maxBytes));
+  const body = await splitBody(inTurns(req), limits.inlineBytes, limits.maxBytes, () => new BodyTooLargeError(limits.maxBytes));
   if ("whole" in body) {
     hasher?.update(body.whole);
     return { inline: body.whole };
@@ -63,7 +64,7 @@ export async function readBody(
 export async function hashBody(req: IncomingMessage, hasher: FingerprintHasher, maxBytes: number): Promise<string> {
   refuseDeclaredTooLarge(req, maxBytes);
   let bytes = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
+  for await (const chunk of inTurns(req)) {
     bytes += chunk.byteLength;
     if (bytes > maxBytes) throw new BodyTooLargeError(maxBytes);
     hasher.update(chunk);

@@ -1,14 +1,14 @@
 /**
  * The result URL: the backend's response replayed exactly (status, headers, body bytes), or the
  * job's failure as problem+json. Small bodies come from the record or the cache; large ones are
- * streamed from the Object Store.
+ * streamed from the Object Store at the pace the client reads them.
  *
  * Every answer here carries `X-Content-Type-Options: nosniff` and the route's `resultHeaders`
  * (which replace the backend's headers of the same names): a replayed response is served from
  * slowlane's origin, so a browser must not guess it into something executable.
  */
 import type { ServerResponse } from "node:http";
-import { Readable } from "node:stream";
+import { pipeline, Readable } from "node:stream";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { routeTableOf } from "../config/index.js";
 import type { Config } from "../config/index.js";
@@ -104,10 +104,28 @@ export async function sendResult(deps: ResultDeps, res: ServerResponse, record: 
     res.end(body);
     return;
   }
-  Readable.fromWeb(body as WebReadableStream<Uint8Array>)
-    .on("error", (err) => {
-      deps.log.error({ err, job: record.id }, "streaming a stored body failed");
-      res.destroy(err);
-    })
-    .pipe(res);
+  streamBody(deps.log, res, record.id, body);
+}
+
+/**
+ * Sends a body from the Object Store as the client takes it: `pipeline` stops pulling while the
+ * socket is full, and the store stream reads a chunk only when pulled, so a client that stops
+ * reading holds one chunk here, not the object. A client that goes away cancels the read.
+ */
+function streamBody(log: Logger, res: ServerResponse, id: string, body: ReadableStream<Uint8Array>): void {
+  if (res.req.method === "HEAD") {
+    // No body goes out on HEAD: do not read one.
+    void body.cancel().catch(() => undefined);
+    res.end();
+    return;
+  }
+  const source = Readable.fromWeb(body as WebReadableStream<Uint8Array>, { highWaterMark: 1 });
+  pipeline(source, res, (err) => {
+    if (!err) return;
+    if ((err as NodeJS.ErrnoException).code === "ERR_STREAM_PREMATURE_CLOSE") {
+      log.debug({ job: id }, "client went away mid-result; stopped reading it");
+      return;
+    }
+    log.error({ err, job: id }, "streaming a stored body failed");
+  });
 }

@@ -3,6 +3,7 @@
  * accept, passthrough), listening, a backend URL that a reload can change, and the drain on close.
  */
 import { once } from "node:events";
+import type { Server } from "node:http";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../log.js";
 import type { JobStore } from "../jobs/store.js";
@@ -11,6 +12,7 @@ import { toHttpUrl } from "../shared/address.js";
 import { createAcceptHandler } from "./accept.js";
 import { createAcceptCompletion } from "./accept-completion.js";
 import { createCompletionEstimator } from "./estimate.js";
+import { createByteBudget, withBodyBudget } from "./body-budget.js";
 import { createJobsHandler } from "./job-endpoints.js";
 import { createUnknownIds } from "./job-status.js";
 import { createJobWatch } from "./job-watch.js";
@@ -42,6 +44,24 @@ export interface Proxy {
   close(drainMs: number): Promise<void>;
 }
 
+/** What one accept may hold of a body before NATS has told its max_payload (nats-server's default). */
+const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
+
+/**
+ * `server.maxConnections` on the Node server (0: no limit): a connection past it is closed at
+ * once, before a byte is read. Read again at each connection, so a reload applies to the next.
+ */
+function limitConnections(server: Server, config: () => Config, log: Logger): void {
+  const apply = () => {
+    const max = config().server.maxConnections;
+    // No limit is Infinity: Node versions differ on what a maxConnections of 0 means.
+    server.maxConnections = max > 0 ? max : Infinity;
+  };
+  apply();
+  server.on("connection", apply);
+  server.on("drop", (data?: { remoteAddress?: string }) => log.debug({ remote: data?.remoteAddress }, "connection refused: server.maxConnections reached"));
+}
+
 /** Starts the proxy and resolves once it listens; a port in use rejects. */
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const { log, store, keys } = options;
@@ -52,8 +72,11 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const estimator = createCompletionEstimator(store);
   const watch = createJobWatch({ store, log, onAnyEvent: (route, parse) => estimator.offer(route, parse) });
   const jobs = createJobsHandler({ config: options.config, log, cache, store, keys, unknownIds, watch, estimator });
+  const budget = createByteBudget(() => options.config().server.maxInflightBodyBytes);
+  const maxHeldBytes = () => store()?.context.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
+  const completion = createAcceptCompletion({ watch, config: options.config, store, cache, log });
   const handlers: HttpHandlers = {
-    accept: createAcceptHandler({ config, log, store, keys, unknownIds, completion: createAcceptCompletion({ watch, config: options.config, store, cache, log }) }),
+    accept: withBodyBudget(createAcceptHandler({ config, log, store, keys, unknownIds, completion }), { budget, maxHeldBytes, log }),
     jobs,
     jobsUpgrade: jobs.upgrade,
     passthrough: createPassthrough({ upstream: config.upstream, log }),
@@ -61,6 +84,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   };
   const retired: Passthrough[] = [];
   const server = createHttpServer(options.config, handlers, log, options.serverLimits);
+  limitConnections(server, options.config, log);
   server.listen(config.listen.port, config.listen.host);
   await once(server, "listening");
   const url = toHttpUrl(server);

@@ -11,6 +11,8 @@ declare module "autocannon" {
     connections?: number;
     pipelining?: number;
     duration?: number;
+    /** Stop after this many requests (instead of `duration`). */
+    amount?: number;
     requests?: { setupRequest?: (req: Request, context: Record<string, unknown>) => Request }[];
   }
   function autocannon(opts: Options): Promise<unknown>;

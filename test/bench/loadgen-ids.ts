@@ -2,12 +2,13 @@
  * Load generator for many URLs: `<base><prefix><id>` for each id of a file (one per line), taken
  * round robin across all connections, so with more ids than a cache holds every request misses it.
  * Same settings and output as the autocannon CLI runs (`-c N -p 1`, JSON result on stdout).
- *   tsx test/bench/loadgen-ids.ts BASE PREFIX IDS_FILE DURATION_S CONNECTIONS
+ *   tsx test/bench/loadgen-ids.ts BASE PREFIX IDS_FILE DURATION_S CONNECTIONS [AMOUNT]
+ * With AMOUNT, it stops after that many requests instead of after DURATION_S.
  */
 import { readFileSync } from "node:fs";
 import autocannon from "autocannon";
 
-const [base, prefix, idsFile, durationS, connections] = process.argv.slice(2);
+const [base, prefix, idsFile, durationS, connections, amount] = process.argv.slice(2);
 if (!base || prefix === undefined || !idsFile || !durationS || !connections) {
   console.error("usage: loadgen-ids.ts BASE PREFIX IDS_FILE DURATION_S CONNECTIONS");
   process.exit(2);
@@ -20,7 +21,7 @@ const result = await autocannon({
   url: base,
   connections: Number(connections),
   pipelining: 1,
-  duration: Number(durationS),
+  ...(amount ? { amount: Number(amount) } : { duration: Number(durationS) }),
   requests: [
     {
       setupRequest: (req) => {

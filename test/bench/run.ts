@@ -4,17 +4,20 @@
  * in a separate process. Prints one table and writes it as markdown to test/bench/last-run.md.
  *
  *   BENCH_ONLY=passthrough,accept   scenarios to run (default all): passthrough, accept, poll-hit,
- *                                   poll-miss, drain, busy, completion, sse, wait, memory, r3
+ *                                   poll-miss, drain, busy, completion, sse, wait, memory, bounds, r3
  *   BENCH_DURATION=10               seconds per measured load run (warm-up: a third of it, ≥ 2 s)
  *   BENCH_RUNS=3                    measured runs per figure (medians are reported)
- *   BENCH_JOBS=100000               jobs for the memory scenarios
+ *   BENCH_JOBS=100000               jobs for the memory scenarios (and unknown-id polls in bounds)
+ *   BENCH_UPLOADS=200               concurrent 900 KiB uploads in 1-byte chunks (bounds)
  *   BENCH_DRAIN_JOBS=10000          jobs per drain measurement (drain, r3)
  *   BENCH_POLL_IDS=12000            finished jobs polled round robin (poll-miss; keep > 10 000, the LRU size)
  *   BENCH_COMPLETIONS=200           jobs timed in the completion and wait scenarios
  *   BENCH_SSE_CLIENTS=10000         waiting SSE clients on one proxy (sse)
  *   BENCH_QUICK=1                   a short run: 3 s runs, 10 000 jobs, 2 000 drain jobs, 50 completions,
- *                                   2 000 SSE clients
+ *                                   2 000 SSE clients, 20 uploads
  *   BENCH_PROFILE=1                 run slowlane under --cpu-prof and print profile summaries
+ *   BENCH_NODE_ARGS="--trace-gc"    extra node flags for the slowlane processes
+ *   BENCH_BOUNDS=stall,uploads,polls  which of the memory-bounds scenarios to run (default all)
  *   BENCH_OUT=path.md               where to write the markdown (default test/bench/last-run.md)
  * Needs `npm run build` first (slowlane runs from dist/).
  */
@@ -28,13 +31,14 @@ import { summarize } from "./profile-summary.js";
 import { accept } from "./scenarios/accept.js";
 import { completion } from "./scenarios/completion.js";
 import { busy, drain } from "./scenarios/drain.js";
+import { bounds } from "./scenarios/bounds.js";
 import { memory } from "./scenarios/memory.js";
 import { passthrough } from "./scenarios/passthrough.js";
 import { polls } from "./scenarios/polls.js";
 import { r3 } from "./scenarios/r3.js";
 import { sseFanout, waitLatency } from "./scenarios/watch.js";
 
-const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "sse", "wait", "memory", "r3"] as const;
+const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "sse", "wait", "memory", "bounds", "r3"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function num(name: string, fallback: number): number {
@@ -55,6 +59,7 @@ const ctx: BenchContext = {
   drainJobs: num("BENCH_DRAIN_JOBS", quick ? 2_000 : 10_000),
   pollIds: num("BENCH_POLL_IDS", 12_000),
   completions: num("BENCH_COMPLETIONS", quick ? 50 : 200),
+  uploads: num("BENCH_UPLOADS", quick ? 20 : 200),
   profile: process.env.BENCH_PROFILE === "1",
   log: (message) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}`),
 };
@@ -94,6 +99,7 @@ if (want("completion")) await step("completion", () => completion(ctx));
 if (want("sse")) await step("sse", () => sseFanout(ctx, num("BENCH_SSE_CLIENTS", quick ? 2_000 : 10_000)));
 if (want("wait")) await step("wait", () => waitLatency(ctx));
 if (want("memory")) await step("memory", () => memory(ctx));
+if (want("bounds")) await step("bounds", () => bounds(ctx));
 if (want("r3")) await step("r3", () => r3(ctx));
 
 const meta = machine();

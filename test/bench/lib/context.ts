@@ -20,6 +20,8 @@ export interface BenchContext {
   pollIds: number;
   /** Jobs timed in the completion-overhead scenario (`BENCH_COMPLETIONS`). */
   completions: number;
+  /** Concurrent 1-byte-chunk uploads in the memory-bounds scenario (`BENCH_UPLOADS`). */
+  uploads: number;
   /** Profile slowlane with --cpu-prof (`BENCH_PROFILE=1`); figures are then not for the README. */
   profile: boolean;
   log(message: string): void;

@@ -76,8 +76,17 @@ export async function cannon(opts: CannonOptions): Promise<LoadResult> {
 }
 
 /** One run that cycles through `<base><prefix><id>` for every id in `idsFile`, round robin across connections. */
-export async function cannonIds(opts: { base: string; prefix: string; idsFile: string; durationS: number; expectStatus: number }): Promise<LoadResult> {
+export async function cannonIds(opts: {
+  base: string;
+  prefix: string;
+  idsFile: string;
+  durationS: number;
+  expectStatus: number;
+  /** Stop after this many requests instead of after `durationS`. */
+  amount?: number;
+}): Promise<LoadResult> {
   const args = ["--import", "tsx", LOADGEN_IDS, opts.base, opts.prefix, opts.idsFile, String(opts.durationS), String(CONNECTIONS)];
+  if (opts.amount !== undefined) args.push(String(opts.amount));
   const { stdout } = await run(process.execPath, args, { cwd: ROOT, maxBuffer: 64 * 1024 * 1024 });
   return toResult(JSON.parse(stdout) as AutocannonJson, opts.expectStatus);
 }

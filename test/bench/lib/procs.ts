@@ -160,7 +160,8 @@ export interface SlowlaneStart {
  * file) and waits for "proxy listening" (run, proxy) and "forwarder started" (run, worker).
  */
 export async function startSlowlane(role: "run" | "proxy" | "worker", config: string, opts: SlowlaneStart = {}): Promise<SlowlaneProc> {
-  const nodeArgs: string[] = [];
+  // BENCH_NODE_ARGS: extra node flags for slowlane (e.g. --trace-gc, --max-old-space-size=N).
+  const nodeArgs: string[] = (process.env.BENCH_NODE_ARGS ?? "").split(" ").filter(Boolean);
   if (opts.profileDir) {
     mkdirSync(opts.profileDir, { recursive: true });
     nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${opts.profileDir}`);
