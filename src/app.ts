@@ -1,7 +1,8 @@
 /**
  * The composition root: builds a slowlane process (proxy, workers, or both) from a Config. Nothing
- * listens or connects on import; `startSlowlane` does, and `close()` undoes it in order: not ready,
- * stop accepting and drain the workers together, then NATS, then the admin server.
+ * listens or connects on import; `startSlowlane` does (after starting the embedded nats-server, if
+ * the config asks for one), and `close()` undoes it in order: not ready, stop accepting and drain
+ * the workers together, then NATS, then the embedded nats-server, then the admin server.
  */
 import { createReadiness } from "./admin/readiness.js";
 import type { Readiness } from "./admin/readiness.js";
@@ -18,12 +19,16 @@ import type { Logger } from "./log.js";
 import { createJobStore } from "./jobs/store.js";
 import type { JobStore } from "./jobs/store.js";
 import type { JetStreamContext } from "./nats/context.js";
+import { openNatsEndpoint } from "./nats/endpoint.js";
+import type { NatsEndpoint } from "./nats/endpoint.js";
 import { checkJetStream, readQueueDepths } from "./nats/health.js";
 import { createNatsSession } from "./nats/session.js";
 import type { NatsSession } from "./nats/session.js";
 import { startProxy } from "./proxy/proxy.js";
 import type { Proxy } from "./proxy/proxy.js";
 import type { ServerLimits } from "./proxy/server.js";
+import { DISABLED_TRACING } from "./tracing/index.js";
+import type { Tracing } from "./tracing/index.js";
 import { createForwarder } from "./worker/forwarder.js";
 import type { Forwarder } from "./worker/forwarder.js";
 
@@ -45,6 +50,10 @@ export interface SlowlaneOptions {
   configFile?: string;
   /** Reload when `configFile` changes; default true when `configFile` is given. */
   watchConfig?: boolean;
+  /** Where the NATS_* credentials and TLS variables (and NATS_SERVER_BIN) are read; default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Spans for requests and jobs (`startTracing`); default off. `close()` flushes it, last. */
+  tracing?: Tracing;
 }
 
 export interface Slowlane {
@@ -97,8 +106,8 @@ class Runtime {
   }
 }
 
-function createProcessReadiness(runtime: Runtime, nats: NatsSession): Readiness {
-  const servers = runtime.current.nats.servers.join(", ");
+function createProcessReadiness(endpoint: NatsEndpoint, nats: NatsSession): Readiness {
+  const servers = endpoint.servers.join(", ");
   return createReadiness({
     checks: [
       // A reload that is refused keeps the last good config in force: the process stays ready.
@@ -136,17 +145,26 @@ function createReloading(options: SlowlaneOptions, runtime: Runtime, metrics: Me
   return { reloader, watcher };
 }
 
-export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
-  const { role, log } = options;
-  const runtime = new Runtime(options.config);
-  const nats = createNatsSession({
+/** The NATS session of this process, on the endpoint's servers, provisioning for the config in force. */
+function createProcessNats(options: SlowlaneOptions, runtime: Runtime, endpoint: NatsEndpoint): NatsSession {
+  return createNatsSession({
     config: () => runtime.current,
-    name: `slowlane-${role}`,
-    consumers: role !== "proxy",
-    log,
+    name: `slowlane-${options.role}`,
+    consumers: options.role !== "proxy",
+    log: options.log,
+    servers: endpoint.servers,
+    auth: endpoint.auth,
     ...(options.natsRetryDelayMs === undefined ? {} : { retryDelayMs: options.natsRetryDelayMs }),
     onSetUp: (context, config) => runtime.afterSetUp(context, config),
   });
+}
+
+export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
+  const { role, log } = options;
+  const tracing = options.tracing ?? DISABLED_TRACING;
+  const runtime = new Runtime(options.config);
+  const endpoint = await openNatsEndpoint(options.config, options.env ?? process.env, log);
+  const nats = createProcessNats(options, runtime, endpoint);
   const store = (): JobStore | undefined => {
     const context = nats.context();
     return context && runtime.storeOf(context);
@@ -158,7 +176,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       return context && readQueueDepths(context);
     },
   });
-  const readiness = createProcessReadiness(runtime, nats);
+  const readiness = createProcessReadiness(endpoint, nats);
 
   const ready = nats.ready.then(() =>
     nats.exclusive(async () => {
@@ -181,7 +199,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       proxy = await startProxy({ config: () => runtime.current, log, store, observers, ...serverLimits });
     }
   } catch (err) {
-    await Promise.all([admin?.close(), nats.close()]);
+    await Promise.all([admin?.close(), nats.close().then(() => endpoint.close())]);
     throw err;
   }
 
@@ -217,7 +235,10 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       const drainMs = options.drainMs ?? runtime.current.shutdownTimeoutMs;
       await Promise.all([proxy?.close(drainMs), runtime.forwarder?.close(drainMs)]);
       await nats.close();
+      await endpoint.close();
       await adminServer.close();
+      // Last: the spans of everything above (the drain included) are exported.
+      await tracing.shutdown();
     },
   };
 }

@@ -68,8 +68,9 @@ async function serve(role: Role, file: string): Promise<void> {
   try {
     app = await startSlowlane({ config, role, log, configFile: file });
   } catch (err) {
-    // A port in use, say: an operational error (exit 1), not a usage error.
-    log.fatal({ err }, "could not start");
+    // A port in use, an unreadable credentials file, no nats-server for `embedded`: an operational
+    // error (exit 1), not a usage error, said in one line.
+    log.fatal({ err }, `could not start: ${messageOf(err)}`);
     process.exit(1);
   }
 

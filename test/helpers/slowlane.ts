@@ -71,7 +71,7 @@ export async function startApp(
   config: Config,
   role: Role = "run",
   drainMs = 2_000,
-  options: Pick<SlowlaneOptions, "serverLimits"> = {},
+  options: Pick<SlowlaneOptions, "serverLimits" | "env" | "tracing"> = {},
 ): Promise<TestApp> {
   const sink = createLogSink();
   const log = createLogger({ level: "debug", destination: sink.stream, redactHeaders: config.log.redactHeaders });
