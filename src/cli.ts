@@ -29,7 +29,14 @@ options:
 
 environment:
   SLOWLANE_CONFIG     config file, when --config is not given
-  NATS_URL            overrides nats.servers (comma-separated)
+  NATS_URL            overrides nats.servers (comma-separated; \`embedded\` included)
+  NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY
+                      NATS credentials (a value, or a file for CREDS and NKEY); win over nats.auth
+  NATS_CA, NATS_CERT, NATS_KEY
+                      TLS files for NATS; win over nats.tls
+  NATS_SERVER_BIN     the nats-server binary for nats.servers: embedded (default: from PATH)
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...
+                      OpenTelemetry tracing (OTLP/HTTP); off unless an endpoint is set
   LOG_LEVEL           pino level: trace, debug, info (default), warn, error, fatal
 `;
 
