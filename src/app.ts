@@ -183,7 +183,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       const context = nats.context();
       if (role === "proxy" || !context || runtime.closing) return;
       const config = runtime.current;
-      runtime.forwarder = await createForwarder({ config, store: runtime.storeOf(context), log, observer: metrics.forwarder });
+      runtime.forwarder = await createForwarder({ config, store: runtime.storeOf(context), log, observer: metrics.forwarder, tracing });
       runtime.forwarderConfig = config;
     }),
   );
@@ -196,7 +196,7 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
     if (role !== "worker") {
       const observers = { http: metrics.http, resultCache: metrics.resultCache };
       const serverLimits = options.serverLimits === undefined ? {} : { serverLimits: options.serverLimits };
-      proxy = await startProxy({ config: () => runtime.current, log, store, observers, ...serverLimits });
+      proxy = await startProxy({ config: () => runtime.current, log, store, observers, tracing, ...serverLimits });
     }
   } catch (err) {
     await Promise.all([admin?.close(), nats.close().then(() => endpoint.close())]);

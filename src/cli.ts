@@ -11,6 +11,7 @@ import type { Config } from "./config/index.js";
 import { ConfigError, UsageError, messageOf } from "./errors.js";
 import { createLogger } from "./log.js";
 import { runJobsCommand } from "./ops/jobs-command.js";
+import { startTracing } from "./tracing/index.js";
 
 const USAGE = `usage: slowlane <command> [--config FILE]
 
@@ -73,7 +74,9 @@ async function serve(role: Role, file: string): Promise<void> {
   log.info({ role, config: file, version: version() }, "starting slowlane");
   let app: Awaited<ReturnType<typeof startSlowlane>>;
   try {
-    app = await startSlowlane({ config, role, log, configFile: file });
+    // Off (and no SDK loaded) unless OTEL_EXPORTER_OTLP_ENDPOINT is set; app.close() flushes it last.
+    const tracing = await startTracing(process.env, log);
+    app = await startSlowlane({ config, role, log, configFile: file, tracing });
   } catch (err) {
     // A port in use, an unreadable credentials file, no nats-server for `embedded`: an operational
     // error (exit 1), not a usage error, said in one line.

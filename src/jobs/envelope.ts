@@ -7,6 +7,8 @@
  */
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { MsgHdrs } from "@nats-io/transport-node";
+import { isJobTraceCarrier } from "../tracing/index.js";
+import type { JobTraceCarrier } from "../tracing/index.js";
 
 export const ENVELOPE_HEADER = "Slowlane-Request";
 const ENVELOPE_VERSION = 1;
@@ -38,6 +40,8 @@ export interface JobRequest {
    * claim check) and has `bytes` bytes; the message payload is then empty.
    */
   readonly storedBody?: StoredBodyRef;
+  /** The accept span's context (W3C), when the proxy traced the request: every attempt is its child. */
+  readonly trace?: JobTraceCarrier;
 }
 
 export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
@@ -53,6 +57,7 @@ export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
       headers: request.headers,
       createdAt: request.createdAt,
       ...(request.storedBody === undefined ? {} : { storedBody: request.storedBody }),
+      ...(request.trace === undefined ? {} : { trace: request.trace }),
     }),
   );
   return h;
@@ -60,6 +65,13 @@ export function toEnvelopeHeaders(request: JobRequest): MsgHdrs {
 
 function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((v) => typeof v === "string");
+}
+
+/** A stored trace carrier, copied field by field; one that is not a carrier is dropped: worth a trace, never a failed job. */
+function decodeTrace(value: unknown): { trace?: JobTraceCarrier } {
+  if (!isJobTraceCarrier(value)) return {};
+  const { traceparent, tracestate } = value;
+  return { trace: tracestate === undefined ? { traceparent } : { traceparent, tracestate } };
 }
 
 /** Reads an envelope back; `undefined` when the message is not one slowlane wrote (a poison message). */
@@ -88,5 +100,6 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined): JobRequest | undefine
     return undefined;
   }
   const request = { id: e.id, route: e.route, method: e.method, url: e.url, headers: e.headers, createdAt: e.createdAt };
-  return isStoredBodyRef(e.storedBody) ? { ...request, storedBody: { name: e.storedBody.name, bytes: e.storedBody.bytes } } : request;
+  const decoded = isStoredBodyRef(e.storedBody) ? { ...request, storedBody: { name: e.storedBody.name, bytes: e.storedBody.bytes } } : request;
+  return e.trace === undefined ? decoded : { ...decoded, ...decodeTrace(e.trace) };
 }

@@ -3,6 +3,7 @@
  * reads to answer a status URL. Workers write it at each transition; the proxy never does.
  */
 import type { ErrorCode } from "../errors.js";
+import type { JobTraceCarrier } from "../tracing/index.js";
 
 export const JobStatus = {
   Queued: "queued",
@@ -69,6 +70,8 @@ export interface JobRecord {
   readonly retries?: number;
   /** Starts that never ended (the worker died or lost NATS mid-call); too many fail the job as poison. */
   readonly interruptions?: number;
+  /** The span of the latest attempt that reached a transition (W3C), when traced: the next attempt links to it. */
+  readonly attemptTrace?: JobTraceCarrier;
 }
 
 export function isFinal(record: JobRecord): boolean {

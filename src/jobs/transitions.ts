@@ -14,6 +14,7 @@
  * Whoever moves a job calls one of these; observers of transitions (metrics, logs) hook in at the
  * callers, which know why a job moved.
  */
+import type { JobTraceCarrier } from "../tracing/index.js";
 import type { JobRequest } from "./envelope.js";
 import { JobStatus, isFinal, withAttempt } from "./record.js";
 import type { AttemptRecord, JobFailure, JobRecord, StoredResponse } from "./record.js";
@@ -81,6 +82,7 @@ export async function startJob(
       failures: before?.failures ?? 0,
       ...(before?.history ? { history: before.history } : {}),
       ...(before?.retries ? { retries: before.retries } : {}),
+      ...(before?.attemptTrace ? { attemptTrace: before.attemptTrace } : {}),
       interruptions: (before?.interruptions ?? 0) + (before?.status === JobStatus.Running ? 1 : 0),
     },
   };
@@ -88,6 +90,14 @@ export async function startJob(
   if (interruptions >= options.maxInterruptions) return { kind: "poison", tracked, interruptions };
   const running: JobRecord = { ...tracked.record, status: JobStatus.Running, attempts: tracked.record.attempts + 1 };
   return (await advance(store, tracked, running)) ? { kind: "started", tracked } : { kind: "lost" };
+}
+
+/**
+ * Keeps a started attempt's span in the record, so the next attempt can link to it: written with
+ * the attempt's next transition (completed, retry, failed, handed back), not on its own.
+ */
+export function noteAttemptTrace(tracked: TrackedJob, carrier: JobTraceCarrier | undefined): void {
+  if (carrier !== undefined) tracked.record = { ...tracked.record, attemptTrace: carrier };
 }
 
 /** running → completed, with the stored response and the call in the history. */

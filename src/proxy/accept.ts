@@ -18,6 +18,8 @@ import { createJobId, toIdempotentJobId } from "../jobs/job-id.js";
 import { findQueuedRequest, publishJob } from "../jobs/queue.js";
 import { isExpired, JobStatus } from "../jobs/record.js";
 import type { JobStore } from "../jobs/store.js";
+import { DISABLED_TRACING, HttpAttributes, SlowlaneAttributes, endSpan, logFields, startServerSpan, toCarrier } from "../tracing/index.js";
+import type { TracedSpan, Tracing } from "../tracing/index.js";
 import { sendJson, sendProblem } from "../shared/problem.js";
 import { callerOf, idempotencyKeyOf, readBody, toStoredHeaders } from "./accept-request.js";
 import type { ReadBody } from "./accept-request.js";
@@ -30,6 +32,8 @@ export interface AcceptDeps {
   log: Logger;
   /** The store while NATS is connected and set up, else `undefined` (→ 503). */
   store: () => JobStore | undefined;
+  /** Spans for accepted requests; default off. */
+  tracing?: Tracing;
 }
 
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
@@ -121,16 +125,34 @@ async function persist(store: JobStore, route: RouteConfig, job: JobRequest, bod
   return undefined;
 }
 
+/**
+ * The accept's SERVER span, continuing the client's `traceparent`, ended when the answer is sent:
+ * its context goes with the job, its ids on the request's log lines. `undefined` with tracing off.
+ */
+function traceAccept(tracing: Tracing, req: IncomingMessage, res: ServerResponse, route: RouteConfig): TracedSpan | undefined {
+  if (!tracing.enabled) return undefined;
+  const attributes = { [HttpAttributes.route]: route.path, [SlowlaneAttributes.route]: route.name };
+  const traced = startServerSpan(tracing, req, `${req.method ?? "GET"} ${route.path}`, attributes);
+  res.once("close", () => {
+    const status = res.statusCode;
+    endSpan(traced.span, { outcome: status === 202 ? "accepted" : String(status), status });
+  });
+  return traced;
+}
+
 export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
-  const { config, log } = deps;
+  const { config } = deps;
+  const tracing = deps.tracing ?? DISABLED_TRACING;
   const jobsPath = config.jobs.path;
 
-  function sendReplayed(res: ServerResponse, route: RouteConfig, id: string, status: string): void {
+  function sendReplayed(log: Logger, res: ServerResponse, route: RouteConfig, id: string, status: string): void {
     log.info({ job: id, route: route.name }, "idempotent retry: answered with the existing job");
     sendAccepted(res, jobsPath, route, id, status, { "idempotent-replayed": "true" });
   }
 
   return async function accept(req, res, route) {
+    const traced = traceAccept(tracing, req, res, route);
+    const log = traced ? deps.log.child(logFields(traced.span)) : deps.log;
     const store = deps.store();
     if (!store) {
       // Drain what the client sends so the 503 reaches it on a clean connection.
@@ -149,7 +171,7 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
     }
     if (identity.existing !== undefined) {
       req.resume();
-      sendReplayed(res, route, identity.id, identity.existing);
+      sendReplayed(log, res, route, identity.id, identity.existing);
       return;
     }
     const body = await receiveBody(log, { req, res }, route, store, identity.id);
@@ -163,6 +185,7 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       headers: toStoredHeaders(req),
       createdAt: Date.now(),
       ...(stored ? { storedBody: stored } : {}),
+      ...(traced ? { trace: toCarrier(traced.context) } : {}),
     };
     let replayed: string | undefined;
     try {
@@ -173,7 +196,7 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       unavailable(res, route, err);
       return;
     }
-    if (replayed !== undefined) return sendReplayed(res, route, job.id, replayed);
+    if (replayed !== undefined) return sendReplayed(log, res, route, job.id, replayed);
     const bodyBytes = stored?.bytes ?? ("inline" in body ? body.inline.byteLength : 0);
     log.info({ job: job.id, route: route.name, method: job.method, bodyBytes, claimCheck: stored !== undefined }, "job accepted");
     sendAccepted(res, jobsPath, route, job.id);

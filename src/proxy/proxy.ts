@@ -6,6 +6,7 @@ import { once } from "node:events";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../log.js";
 import type { JobStore } from "../jobs/store.js";
+import type { Tracing } from "../tracing/index.js";
 import { toHttpUrl } from "../shared/address.js";
 import { createAcceptHandler } from "./accept.js";
 import { createJobsHandler } from "./job-endpoints.js";
@@ -24,6 +25,8 @@ export interface ProxyOptions {
   store: () => JobStore | undefined;
   observers: { http: HttpObserver; resultCache: ResultCacheObserver };
   serverLimits?: ServerLimits;
+  /** Spans for accepts and passthrough requests; default off. */
+  tracing?: Tracing;
 }
 
 export interface Proxy {
@@ -37,12 +40,12 @@ export interface Proxy {
 
 /** Starts the proxy and resolves once it listens; a port in use rejects. */
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
-  const { log, store } = options;
+  const { log, store, tracing } = options;
   const config = options.config();
   const handlers: HttpHandlers = {
-    accept: createAcceptHandler({ config, log, store }),
+    accept: createAcceptHandler({ config, log, store, tracing }),
     jobs: createJobsHandler({ config: options.config, log, cache: createResultCache({ observer: options.observers.resultCache }), store }),
-    passthrough: createPassthrough({ upstream: config.upstream, log }),
+    passthrough: createPassthrough({ upstream: config.upstream, log, tracing }),
     observer: options.observers.http,
   };
   const retired: Passthrough[] = [];
@@ -55,7 +58,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     url,
     setBackendUrl(backendUrl) {
       retired.push(handlers.passthrough);
-      handlers.passthrough = createPassthrough({ upstream: backendUrl, log });
+      handlers.passthrough = createPassthrough({ upstream: backendUrl, log, tracing });
     },
     async close(drainMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

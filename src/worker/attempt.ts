@@ -32,11 +32,15 @@ import type { JobRequest } from "../jobs/envelope.js";
 import { JobStatus } from "../jobs/record.js";
 import type { AttemptRecord, JobFailure } from "../jobs/record.js";
 import type { JobStore } from "../jobs/store.js";
-import { completeJob, failJob, handBack, retryLater, startJob } from "../jobs/transitions.js";
+import { completeJob, failJob, handBack, noteAttemptTrace, retryLater, startJob } from "../jobs/transitions.js";
 import type { TrackedJob } from "../jobs/transitions.js";
+import { carrierFromHeaders, endSpan, fromCarrier, logFields, startAttemptSpan, startClientSpan, toCarrier } from "../tracing/index.js";
+import type { TracedSpan, Tracing } from "../tracing/index.js";
 import { callBackend } from "./backend-call.js";
+import type { BackendResponse } from "./backend-call.js";
 import type { ForwarderObserver } from "./observer.js";
 import { storeResponseBody } from "./response-body.js";
+import type { StoredBody } from "./response-body.js";
 import { parseRetryAfterMs, retryDelayMs } from "../shared/retry-policy.js";
 
 /**
@@ -55,6 +59,7 @@ export interface AttemptDeps {
   readonly log: Logger;
   readonly agent: Agent;
   readonly observer: ForwarderObserver | undefined;
+  readonly tracing: Tracing;
   /** The backend's base URL in force now (it may change on reload). */
   backendUrl(): string;
   /** How often to heartbeat a running call's message, in ms (a third of the consumer's AckWait). */
@@ -68,6 +73,8 @@ interface Run {
   readonly job: JobRequest;
   readonly route: RouteConfig;
   readonly tracked: TrackedJob;
+  /** The attempt's span, when tracing is on (`deps.log` then carries its ids). */
+  readonly trace?: TracedSpan;
 }
 
 /** A failure that counts against the route's attempts. */
@@ -136,6 +143,34 @@ async function fail(run: Run, err: SlowlaneError, call?: AttemptRecord, countFai
   deps.observer?.jobFinished?.(route.name, JobStatus.Failed);
 }
 
+/** The attempt's parent: the accept span stored with the job, else the client's own `traceparent`. */
+function jobCarrier(job: JobRequest) {
+  return job.trace ?? carrierFromHeaders(job.headers);
+}
+
+/** With tracing on, `deps` whose logger carries the job's trace (the accept span): for lines before the attempt's span. */
+function withJobTrace(deps: AttemptDeps, job: JobRequest): AttemptDeps {
+  if (!deps.tracing.enabled) return deps;
+  return { ...deps, log: deps.log.child(logFields(fromCarrier(jobCarrier(job)))) };
+}
+
+/**
+ * Starts the attempt's span: a child of the accept span, linked to the previous attempt's (kept in
+ * the record), with the queue wait since enqueue or since the previous attempt ended. Its context
+ * goes into the record with the next transition, and its ids onto every log line of the run.
+ */
+function startTraced(run: Run): Run {
+  const { deps, job, route, tracked } = run;
+  if (!deps.tracing.enabled) return run;
+  const { attempts, history, updatedAt, attemptTrace } = tracked.record;
+  const previous = history?.at(-1);
+  const waitFrom = previous ? previous.startedAt + previous.durationMs : job.createdAt;
+  const info = { route: route.name, jobId: job.id, attempt: attempts, queueWaitMs: Math.max(0, updatedAt - waitFrom) };
+  const trace = startAttemptSpan(deps.tracing, jobCarrier(job), attemptTrace ? { ...info, previousAttempt: attemptTrace } : info);
+  noteAttemptTrace(tracked, toCarrier(trace.context));
+  return { ...run, trace, deps: { ...deps, log: deps.log.child(logFields(trace.span)) } };
+}
+
 /** Records `running`; or deals with the message (canceled, finished, poison, lost) and returns `undefined`. */
 async function begin(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg): Promise<Run | undefined> {
   const firstDelivery = msg.info.deliveryCount === 1;
@@ -164,13 +199,23 @@ async function callAndComplete(run: Run, signal: AbortSignal): Promise<string> {
   const { deps, job, route, msg, tracked } = run;
   const body = job.storedBody === undefined ? msg.data : await deps.store.getRequestBody(job.storedBody.name);
   if (body === undefined) throw new RequestBodyMissingError();
-  const request = { agent: deps.agent, upstream: deps.backendUrl(), request: job, body, timeoutMs: route.timeoutMs, signal };
-  const res = await callBackend(request);
-  if (route.retryOn.includes(res.status)) {
-    res.discard();
-    throw new BackendStatusError(res.status, parseRetryAfterMs(res.status, res.header("retry-after")));
+  const upstream = deps.backendUrl();
+  const client = run.trace && startClientSpan(deps.tracing, run.trace.context, { method: job.method, url: upstream + job.url, route: route.name, jobId: job.id });
+  const request = { agent: deps.agent, upstream, request: job, body, timeoutMs: route.timeoutMs, signal, trace: client?.context };
+  let res: BackendResponse;
+  let stored: StoredBody;
+  try {
+    res = await callBackend(request);
+    if (route.retryOn.includes(res.status)) {
+      res.discard();
+      throw new BackendStatusError(res.status, parseRetryAfterMs(res.status, res.header("retry-after")));
+    }
+    stored = await storeResponseBody(deps.store, job.id, res, route.maxResponseBytes);
+  } catch (err) {
+    if (client) endSpan(client.span, { outcome: outcomeOf(err), error: err, ...(err instanceof BackendStatusError ? { status: err.backendStatus } : {}) });
+    throw err;
   }
-  const stored = await storeResponseBody(deps.store, job.id, res, route.maxResponseBytes);
+  if (client) endSpan(client.span, { outcome: String(res.status), status: res.status });
   const startedAt = tracked.record.updatedAt;
   const finishedAt = Date.now();
   const outcome = String(res.status);
@@ -234,21 +279,25 @@ async function settleError(run: Run, err: unknown, signal: AbortSignal): Promise
  * rejects when it must be handed back to the queue as it is (the caller naks it).
  */
 export async function runAttempt(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg, abort: AbortController): Promise<void> {
-  const run = await begin(deps, job, route, msg);
-  if (!run) return;
+  const begun = await begin(withJobTrace(deps, job), job, route, msg);
+  if (!begun) return;
+  const run = startTraced({ ...begun, deps });
   const { attempts: attempt, updatedAt: startedAt } = run.tracked.record;
-  deps.log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered }, "job started");
+  run.deps.log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered }, "job started");
   deps.observer?.jobStarted?.(route.name, attempt, msg.redelivered);
   const heartbeat = setInterval(() => msg.working(), deps.heartbeatMs());
   // Reported once per started call, however it ends (`error`: our own trouble, e.g. a store write failed).
   let outcome = "error";
+  let error: unknown;
   try {
     outcome = await callAndComplete(run, abort.signal);
   } catch (err) {
+    error = err;
     outcome = abort.signal.aborted ? "aborted" : outcomeOf(err);
     await settleError(run, err, abort.signal);
   } finally {
     clearInterval(heartbeat);
     deps.observer?.callFinished?.(route.name, outcome, Date.now() - startedAt);
+    if (run.trace) endSpan(run.trace.span, error === undefined ? { outcome } : { outcome, error });
   }
 }

@@ -17,6 +17,8 @@ import type { Logger } from "../log.js";
 import { subscribeCancelNotices } from "../jobs/cancel.js";
 import { decodeEnvelope } from "../jobs/envelope.js";
 import type { JobStore } from "../jobs/store.js";
+import { DISABLED_TRACING } from "../tracing/index.js";
+import type { Tracing } from "../tracing/index.js";
 import { AbortReason, runAttempt } from "./attempt.js";
 import type { AttemptDeps } from "./attempt.js";
 import { createBackendAgent } from "./backend-call.js";
@@ -37,6 +39,8 @@ export interface ForwarderOptions {
   /** The undici Agent for backend calls; one is created (and closed) when not given. */
   agent?: Agent;
   observer?: ForwarderObserver;
+  /** Spans for attempts and backend calls; default off. */
+  tracing?: Tracing;
 }
 
 export interface Forwarder {
@@ -93,6 +97,7 @@ class ForwarderState {
       log,
       agent,
       observer,
+      tracing: options.tracing ?? DISABLED_TRACING,
       backendUrl: () => this.config.upstream,
       heartbeatMs: () => Math.max(MIN_HEARTBEAT_MS, Math.floor(this.config.nats.ackWaitMs / 3)),
     };
