@@ -4,7 +4,7 @@
  * in a separate process. Prints one table and writes it as markdown to test/bench/last-run.md.
  *
  *   BENCH_ONLY=passthrough,accept   scenarios to run (default all): passthrough, accept, poll-hit,
- *                                   poll-miss, drain, busy, completion, memory, r3
+ *                                   poll-miss, drain, busy, completion, memory, r3, tracing
  *   BENCH_DURATION=10               seconds per measured load run (warm-up: a third of it, ≥ 2 s)
  *   BENCH_RUNS=3                    measured runs per figure (medians are reported)
  *   BENCH_JOBS=100000               jobs for the memory scenarios
@@ -30,8 +30,9 @@ import { memory } from "./scenarios/memory.js";
 import { passthrough } from "./scenarios/passthrough.js";
 import { polls } from "./scenarios/polls.js";
 import { r3 } from "./scenarios/r3.js";
+import { tracing } from "./scenarios/tracing.js";
 
-const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "memory", "r3"] as const;
+const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "memory", "r3", "tracing"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function num(name: string, fallback: number): number {
@@ -90,6 +91,7 @@ if (want("busy")) await step("busy", () => busy(ctx));
 if (want("completion")) await step("completion", () => completion(ctx));
 if (want("memory")) await step("memory", () => memory(ctx));
 if (want("r3")) await step("r3", () => r3(ctx));
+if (want("tracing")) await step("tracing", () => tracing(ctx));
 
 const meta = machine();
 const settings = [
