@@ -39,11 +39,13 @@ const MODES: readonly Mode[] = [
 
 /**
  * A mode's row: held to the scenario's own target with tracing off (`atLeast`), only reported with it on,
- * with slowlane's req/s relative to tracing off's in the note.
+ * with its ratio relative to tracing off's in the note.
  */
 function toRow(scenario: string, c: Comparison, atLeast: number | undefined, off: Comparison | undefined): Row {
   const bad = med.bad(c.a) + med.bad(c.b);
-  const relative = off === c || off === undefined ? undefined : `${(med.rps(c.a) / med.rps(off.a)).toFixed(2)} × tracing off's req/s`;
+  // Ratio over ratio: each against its own baseline run, so drift on a shared machine cancels out.
+  const ratio = (x: Comparison) => med.rps(x.a) / med.rps(x.b);
+  const relative = off === c || off === undefined ? undefined : `${(ratio(c) / ratio(off)).toFixed(2)} × tracing off's ratio`;
   const note = [relative, bad ? `${bad} bad answers` : undefined].filter(Boolean).join("; ") || undefined;
   if (atLeast !== undefined) return ratioRow(scenario, med.rps(c.a), med.rps(c.b), fmt.rps, { atLeast }, note);
   return { scenario, slowlane: fmt.rps(med.rps(c.a)), baseline: fmt.rps(med.rps(c.b)), ratio: med.rps(c.a) / med.rps(c.b), target: "report", note };
