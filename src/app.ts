@@ -192,7 +192,8 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
   let admin: AdminServer | undefined;
   let proxy: Proxy | undefined;
   try {
-    admin = await createAdminServer({ listen: options.config.admin.listen, log, metrics, readiness });
+    const { listen, listenExplicit } = options.config.admin;
+    admin = await createAdminServer({ listen, listenExplicit, log, metrics, readiness });
     if (role !== "worker") {
       const observers = { http: metrics.http, resultCache: metrics.resultCache };
       const serverLimits = options.serverLimits === undefined ? {} : { serverLimits: options.serverLimits };
@@ -206,6 +207,8 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
   /** Puts a reloaded config in force: consumers first (in `provision`), then the workers, then the proxy's routes. */
   const apply = (next: Config, changes: ConfigChanges): Promise<void> =>
     nats.exclusive(async () => {
+      // Running calls heartbeat at a lowered AckWait before the consumers get it.
+      await runtime.forwarder?.prepare(next);
       // New routes get their consumers before anything is accepted for them or pulled from them.
       // Not connected: the next (re)connect provisions and reconfigures the forwarder with `current`.
       await nats.provision(next);

@@ -28,6 +28,8 @@ export const ErrorCodes = {
   REQUEST_BODY_MISSING: "SLOWLANE_REQUEST_BODY_MISSING",
   STORED_DATA_UNREADABLE: "SLOWLANE_STORED_DATA_UNREADABLE",
   JOB_INTERRUPTED: "SLOWLANE_JOB_INTERRUPTED",
+  DEADLINE_EXCEEDED: "SLOWLANE_DEADLINE_EXCEEDED",
+  STORED_REQUEST_INVALID: "SLOWLANE_STORED_REQUEST_INVALID",
   JOB_CANCELED: "SLOWLANE_JOB_CANCELED",
   NOT_FOUND: "SLOWLANE_NOT_FOUND",
   INTERNAL: "SLOWLANE_INTERNAL",
@@ -60,6 +62,8 @@ export const ERRORS: Readonly<Record<ErrorCode, ErrorKind>> = {
   [ErrorCodes.REQUEST_BODY_MISSING]: { title: "Bad Gateway", status: 502 },
   [ErrorCodes.STORED_DATA_UNREADABLE]: { title: "Stored data unreadable", status: 500 },
   [ErrorCodes.JOB_INTERRUPTED]: { title: "Bad Gateway", status: 502 },
+  [ErrorCodes.DEADLINE_EXCEEDED]: { title: "Gateway Timeout", status: 504 },
+  [ErrorCodes.STORED_REQUEST_INVALID]: { title: "Stored request invalid", status: 500 },
   [ErrorCodes.JOB_CANCELED]: { title: "Gone", status: 410 },
   [ErrorCodes.NOT_FOUND]: { title: "Not Found", status: 404 },
   [ErrorCodes.INTERNAL]: { title: "Internal Server Error", status: 500 },
@@ -264,6 +268,27 @@ export class JobInterruptedError extends SlowlaneError {
       `the job was interrupted mid-call ${interruptions} times (its worker crashed, was killed or lost NATS each time)`,
       options,
     );
+  }
+}
+
+/** The job waited in the queue past its route's `deadline` before its first call: it is failed unsent. */
+export class DeadlineExceededError extends SlowlaneError {
+  constructor(deadlineMs: number, options: SlowlaneErrorOptions = {}) {
+    super(
+      ErrorCodes.DEADLINE_EXCEEDED,
+      `the job waited longer than its route's ${deadlineMs} ms deadline before a worker could call the backend; it was not sent`,
+      options,
+    );
+  }
+}
+
+/**
+ * What the queue holds for a job is not a request slowlane can send (no envelope, a method that is
+ * not an HTTP token, a path that does not start with a single `/`): failed without calling the backend.
+ */
+export class StoredRequestInvalidError extends SlowlaneError {
+  constructor(reason: string, options: SlowlaneErrorOptions = {}) {
+    super(ErrorCodes.STORED_REQUEST_INVALID, `the job's stored request cannot be sent: ${reason}`, options);
   }
 }
 

@@ -48,7 +48,7 @@ const ACCEPT_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 /** Backend calls take seconds to hours. */
 const BACKEND_BUCKETS_S = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600, 7_200, 14_400, 43_200, 86_400];
 
-/** The counters and histograms fed by observers, in `registry`. */
+/** The counters and histograms fed by the proxy's and the cache's observers, and the reload counter, in `registry`. */
 function createCounters(registry: Registry) {
   const registers = [registry];
   const requests = new Counter({
@@ -70,6 +70,30 @@ function createCounters(registry: Registry) {
     labelNames: ["route"] as const,
     registers,
   });
+  const cacheHits = new Counter({
+    name: "slowlane_result_cache_hits_total",
+    help: "Status and result requests answered from the in-memory cache of finished jobs.",
+    registers,
+  });
+  const cacheMisses = new Counter({
+    name: "slowlane_result_cache_misses_total",
+    help: "Status and result requests that had to read NATS.",
+    registers,
+  });
+  const reloads = new Counter({
+    name: "slowlane_config_reloads_total",
+    help: "Config reloads, by result (success, failure).",
+    labelNames: ["result"] as const,
+    registers,
+  });
+  // Both series exist from the start, so a failure shows as a rise from 0 rather than a new series.
+  for (const result of ReloadResults) reloads.inc({ result }, 0);
+  return { requests, acceptDuration, accepted, cacheHits, cacheMisses, reloads };
+}
+
+/** The metrics fed by the forwarder's observer, in `registry`. */
+function createWorkerMetrics(registry: Registry) {
+  const registers = [registry];
   const finished = new Counter({
     name: "slowlane_jobs_finished_total",
     help: "Jobs a worker in this process brought to a final status (completed, failed, canceled).",
@@ -101,25 +125,19 @@ function createCounters(registry: Registry) {
     labelNames: ["route"] as const,
     registers,
   });
-  const cacheHits = new Counter({
-    name: "slowlane_result_cache_hits_total",
-    help: "Status and result requests answered from the in-memory cache of finished jobs.",
+  const circuitOpen = new Gauge({
+    name: "slowlane_route_circuit_open",
+    help: "1 while the route is paused in this process because its backend is unreachable (its circuit is open), else 0.",
+    labelNames: ["route"] as const,
     registers,
   });
-  const cacheMisses = new Counter({
-    name: "slowlane_result_cache_misses_total",
-    help: "Status and result requests that had to read NATS.",
+  const resultStoreFailures = new Counter({
+    name: "slowlane_result_store_failures_total",
+    help: "Writes of a job's result (its body or its completed record) that failed after the backend answered; each is retried.",
+    labelNames: ["route"] as const,
     registers,
   });
-  const reloads = new Counter({
-    name: "slowlane_config_reloads_total",
-    help: "Config reloads, by result (success, failure).",
-    labelNames: ["result"] as const,
-    registers,
-  });
-  // Both series exist from the start, so a failure shows as a rise from 0 rather than a new series.
-  for (const result of ReloadResults) reloads.inc({ result }, 0);
-  return { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads };
+  return { finished, running, backendDuration, attempts, redeliveries, circuitOpen, resultStoreFailures };
 }
 
 /** The gauges read at scrape time: NATS connected, and the queue depths (one reading serves both for `queueCacheMs`). */
@@ -170,10 +188,36 @@ function createGauges(registry: Registry, options: MetricsOptions): void {
 
 }
 
+/** The forwarder's observer: running calls, attempts and their durations, finished jobs, circuits, result writes retried. */
+function forwarderObserver(metrics: ReturnType<typeof createWorkerMetrics>): ForwarderObserver {
+  const { finished, running, backendDuration, attempts, redeliveries, circuitOpen, resultStoreFailures } = metrics;
+  return {
+    jobStarted(route, _attempt, redelivered) {
+      running.inc({ route });
+      if (redelivered) redeliveries.inc({ route });
+    },
+    callFinished(route, outcome, durationMs) {
+      running.dec({ route });
+      attempts.inc({ route, outcome });
+      backendDuration.observe({ route, status: outcome }, durationMs / 1_000);
+    },
+    jobFinished(route, status) {
+      finished.inc({ route, status });
+    },
+    circuitChanged(route, open) {
+      circuitOpen.set({ route }, open ? 1 : 0);
+    },
+    resultStoreFailed(route) {
+      resultStoreFailures.inc({ route });
+    },
+  };
+}
+
 export function createMetrics(options: MetricsOptions): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const { requests, acceptDuration, accepted, finished, running, backendDuration, attempts, redeliveries, cacheHits, cacheMisses, reloads } = createCounters(registry);
+  const { requests, acceptDuration, accepted, cacheHits, cacheMisses, reloads } = createCounters(registry);
+  const workerMetrics = createWorkerMetrics(registry);
   createGauges(registry, options);
 
   // The request counter is on every request's path: keep its children instead of hashing labels each time.
@@ -199,20 +243,7 @@ export function createMetrics(options: MetricsOptions): Metrics {
         if (status === 202) accepted.inc({ route });
       },
     },
-    forwarder: {
-      jobStarted(route, _attempt, redelivered) {
-        running.inc({ route });
-        if (redelivered) redeliveries.inc({ route });
-      },
-      callFinished(route, outcome, durationMs) {
-        running.dec({ route });
-        attempts.inc({ route, outcome });
-        backendDuration.observe({ route, status: outcome }, durationMs / 1_000);
-      },
-      jobFinished(route, status) {
-        finished.inc({ route, status });
-      },
-    },
+    forwarder: forwarderObserver(workerMetrics),
     resultCache: {
       hit: () => cacheHits.inc(),
       miss: () => cacheMisses.inc(),

@@ -5,10 +5,14 @@
  *   GET /readyz   200 when ready for traffic, else 503 naming the failing checks (readiness)
  *   GET /metrics  Prometheus text
  * Every other path is a 404, other methods a 405, both problem+json.
+ *
+ * Several processes on one host (a proxy and workers started with the default config) cannot all
+ * have the default port: when `admin.listen` was not set and its port is taken, the server takes
+ * a free port on the same interface and logs it. A port set explicitly that is taken stops the process.
  */
 import { once } from "node:events";
 import { createServer } from "node:http";
-import type { ServerResponse } from "node:http";
+import type { Server, ServerResponse } from "node:http";
 import { MethodNotAllowedError, NotFoundError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "./metrics.js";
@@ -18,6 +22,8 @@ import type { Readiness } from "./readiness.js";
 
 export interface AdminServerOptions {
   listen: { readonly host: string; readonly port: number };
+  /** `admin.listen` was set in the config: a taken port is an error, not a reason to pick another. */
+  listenExplicit: boolean;
   log: Logger;
   metrics: Metrics;
   readiness: Readiness;
@@ -32,7 +38,31 @@ export interface AdminServer {
 const READ_METHODS = ["GET", "HEAD"];
 const PATHS = ["/healthz", "/readyz", "/metrics"];
 
-/** Starts the admin server and resolves once it listens; a port in use rejects. */
+/** Listens on `port`, or rejects with the listen error (EADDRINUSE...). */
+async function listenOn(server: Server, host: string, port: number): Promise<void> {
+  server.listen(port, host);
+  await once(server, "listening");
+}
+
+/** Listens where the config says; when that is the default address and its port is taken, on a free port. */
+async function listen(server: Server, options: AdminServerOptions): Promise<void> {
+  const { host, port } = options.listen;
+  try {
+    await listenOn(server, host, port);
+    return;
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (options.listenExplicit || code !== "EADDRINUSE") {
+      throw new Error(`the admin server cannot listen on ${host}:${port} (${code ?? String(cause)}); set admin.listen (port 0 picks a free port)`, {
+        cause,
+      });
+    }
+  }
+  await listenOn(server, host, 0);
+  options.log.warn({ defaultPort: port, url: toHttpUrl(server) }, "the default admin port is taken (another slowlane on this host?): admin listening on a free port");
+}
+
+/** Starts the admin server and resolves once it listens; a port in use rejects, unless it was only the default. */
 export async function createAdminServer(options: AdminServerOptions): Promise<AdminServer> {
   const { log, metrics, readiness } = options;
 
@@ -71,16 +101,7 @@ export async function createAdminServer(options: AdminServerOptions): Promise<Ad
   });
   // Probes and scrapes are short; an idle connection is not worth keeping long.
   server.keepAliveTimeout = 5_000;
-  server.listen(options.listen.port, options.listen.host);
-  try {
-    await once(server, "listening");
-  } catch (cause) {
-    const { host, port } = options.listen;
-    const reason = (cause as NodeJS.ErrnoException).code ?? String(cause);
-    throw new Error(`the admin server cannot listen on ${host}:${port} (${reason}); set admin.listen (port 0 picks a free port)`, {
-      cause,
-    });
-  }
+  await listen(server, options);
   const url = toHttpUrl(server);
   log.info({ url }, "admin listening");
 

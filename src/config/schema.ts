@@ -270,7 +270,25 @@ const routePath = z
   .regex(/^\//, { error: (issue) => `${showValue(issue.input)} must start with "/" (write "/${String(issue.input)}")` })
   .regex(/^[^?#\s]*$/, {
     error: (issue) => `${showValue(issue.input)} must not contain "?", "#" or spaces (routes match the path only)`,
+  })
+  .superRefine((path, ctx) => {
+    // Requests are matched on their normalised path (proxy/normalize-path.ts): a route written any
+    // other way would never match, or would match less than it says.
+    const problem = routePathProblem(path);
+    if (problem) ctx.addIssue({ code: "custom", message: `${showValue(path)} ${problem}` });
   });
+
+/** Unreserved characters (RFC 3986): requests have them decoded before matching. */
+const UNRESERVED_ESCAPE = /%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])/;
+
+/** Why a route path could never match a normalised request path, or `undefined`. */
+function routePathProblem(path: string): string | undefined {
+  if (/(^|\/)\.{1,2}(\/|$)/.test(path)) return "has a dot segment (requests are matched after . and .. are resolved)";
+  if (path.includes("\\") || /%(2f|5c)/i.test(path)) return "has a slash or backslash escape (such requests are refused)";
+  if (UNRESERVED_ESCAPE.test(path)) return "escapes a letter, digit or -._~ (requests are matched with those decoded: write the character)";
+  if (/%[0-9A-F]?[a-f]/.test(path)) return "has a percent-escape in lower case (requests are matched with escapes upper-cased: write %2F as %2F)";
+  return undefined;
+}
 
 // ---- sections ------------------------------------------------------------------------------------------------
 

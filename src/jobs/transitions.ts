@@ -7,8 +7,10 @@
  *   accepted (no record: the message is the proof)
  *     ─ start ─▶ running ─ complete ─▶ completed
  *                   │ ─ retryLater ─▶ queued ─ start ─▶ running …
- *                   │ ─ handBack ───▶ queued (a shutdown or our own trouble: not counted)
+ *                   │ ─ handBack ───▶ queued (a shutdown, our own trouble, a backend known down: not counted)
+ *                   │ ─ touch ──────▶ running (the same record again, so a long call's record never ages out)
  *                   └ ─ fail ───────▶ failed ─ requeue (slowlane jobs retry) ─▶ queued
+ *     ─ taken past its deadline, or an unusable request ─ fail ─▶ failed (the backend never called)
  *     any status that is not final ─ cancel ─▶ canceled
  *
  * Whoever moves a job calls one of these; observers of transitions (metrics, logs) hook in at the
@@ -20,19 +22,44 @@ import { JobStatus, isFinal, withAttempt } from "./record.js";
 import type { AttemptRecord, JobFailure, JobRecord, StoredResponse } from "./record.js";
 import type { JobStore, VersionedRecord } from "./store.js";
 
-/** A record as this process last wrote or read it, with its revision: what the next write compares against. */
+/**
+ * A record as this process last wrote or read it, with its revision: what the next write compares
+ * against. Revision 0 means "no record": the next write creates it.
+ */
 export interface TrackedJob {
   record: JobRecord;
   revision: number;
+  /** The write in progress, if any: writes of one tracked job run one after another (a touch may overlap a transition). */
+  pending?: Promise<unknown>;
 }
 
-/** Writes `next` if the record is still at the tracked revision; false when someone else wrote it first. */
-async function advance(store: JobStore, tracked: TrackedJob, next: JobRecord): Promise<boolean> {
-  const revision = await store.writeRecord(next, tracked.revision);
-  if (revision === undefined) return false;
-  tracked.record = next;
-  tracked.revision = revision;
-  return true;
+/**
+ * Writes the record `next` builds from the tracked one, if the stored record is still at the
+ * tracked revision; false when someone else wrote it first, or when `next` has nothing to write.
+ * Writes of one tracked job are queued, and each `next` sees the record the write before it left.
+ */
+function advance(store: JobStore, tracked: TrackedJob, next: (current: JobRecord) => JobRecord | undefined): Promise<boolean> {
+  const write = async (): Promise<boolean> => {
+    const record = next(tracked.record);
+    if (record === undefined) return false;
+    const revision = await store.writeRecord(record, tracked.revision);
+    if (revision === undefined) return false;
+    tracked.record = record;
+    tracked.revision = revision;
+    return true;
+  };
+  const result = (tracked.pending ?? Promise.resolve()).then(write);
+  tracked.pending = result.catch(() => undefined);
+  return result;
+}
+
+/**
+ * The record is gone from the bucket (aged out by its max_age, or deleted by hand) while this
+ * worker still holds the job's message: the next write creates it again from what the worker
+ * knows, and loses only to a record someone else creates first.
+ */
+export function forgetRevision(tracked: TrackedJob): void {
+  tracked.revision = 0;
 }
 
 /** What the status URL shows for a job no worker has started yet (it has no record: its message is the proof). */
@@ -49,47 +76,75 @@ export type StartOutcome =
   | { readonly kind: "final"; readonly record: JobRecord }
   /** It was interrupted mid-call too often (a poison job): `tracked` is where to fail it from. */
   | { readonly kind: "poison"; readonly tracked: TrackedJob; readonly interruptions: number }
+  /** It waited past its route's deadline before its first call: `tracked` is where to fail it from. */
+  | { readonly kind: "expired"; readonly tracked: TrackedJob }
   /** Someone else wrote the record between the read and the write. */
   | { readonly kind: "lost" };
+
+/**
+ * Whether a job is past its route's deadline: it has had no call yet (`attempts` 0; the deadline
+ * bounds the wait before the first call only) and was accepted more than `deadlineMs` ago.
+ */
+export function isPastDeadline(job: Pick<JobRequest, "createdAt">, attempts: number, deadlineMs: number | undefined, now = Date.now()): boolean {
+  return deadlineMs !== undefined && attempts === 0 && now - job.createdAt > deadlineMs;
+}
+
+/** A job whose message a worker holds, as its record says: final already, or open to a next status. */
+export type OpenedJob = { readonly kind: "final"; readonly record: JobRecord } | { readonly kind: "open"; readonly tracked: TrackedJob };
+
+/**
+ * Reads the job's record to move it on without starting a call: final already, or the record (a
+ * queued one when it has none) to write the next status over. With `countInterruption`, a record
+ * still `running` counts as a start that never ended (its worker died mid-call).
+ */
+export async function openJob(store: JobStore, job: JobRequest, options: { countInterruption?: boolean; now?: number } = {}): Promise<OpenedJob> {
+  const previous = await store.readRecord(job.id);
+  if (previous && isFinal(previous.record)) return { kind: "final", record: previous.record };
+  const before = previous?.record;
+  const interrupted = options.countInterruption === true && before?.status === JobStatus.Running;
+  const record: JobRecord = {
+    id: job.id,
+    route: job.route,
+    createdAt: job.createdAt,
+    updatedAt: options.now ?? Date.now(),
+    status: JobStatus.Queued,
+    attempts: before?.attempts ?? 0,
+    failures: before?.failures ?? 0,
+    ...(before?.history ? { history: before.history } : {}),
+    ...(before?.retries ? { retries: before.retries } : {}),
+    ...(before?.attemptTrace ? { attemptTrace: before.attemptTrace } : {}),
+    interruptions: (before?.interruptions ?? 0) + (interrupted ? 1 : 0),
+  };
+  return { kind: "open", tracked: { revision: previous?.revision ?? 0, record } };
+}
 
 /**
  * Writes the job's record `running`. A first delivery creates it outright (one write); only when a
  * record exists already (canceled before it started, requeued by `slowlane jobs retry`) or on a
  * redelivery is it read first. A record still `running` at a start is a start that never ended:
- * its worker died mid-call, which counts as an interruption.
+ * its worker died mid-call, which counts as an interruption. A job past its deadline (see
+ * {@link isPastDeadline}) is not started: `expired`.
  */
 export async function startJob(
   store: JobStore,
   job: JobRequest,
-  options: { firstDelivery: boolean; maxInterruptions: number; now?: number },
+  options: { firstDelivery: boolean; maxInterruptions: number; deadlineMs?: number | undefined; now?: number },
 ): Promise<StartOutcome> {
   const now = options.now ?? Date.now();
-  const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now };
-  if (options.firstDelivery) {
+  if (options.firstDelivery && !isPastDeadline(job, 0, options.deadlineMs, now)) {
+    const base = { id: job.id, route: job.route, createdAt: job.createdAt, updatedAt: now };
     const record: JobRecord = { ...base, status: JobStatus.Running, attempts: 1, failures: 0, interruptions: 0 };
     const revision = await store.writeRecord(record, 0);
     if (revision !== undefined) return { kind: "started", tracked: { record, revision } };
   }
-  const previous = await store.readRecord(job.id);
-  if (previous && isFinal(previous.record)) return { kind: "final", record: previous.record };
-  const before = previous?.record;
-  const tracked: TrackedJob = {
-    revision: previous?.revision ?? 0,
-    record: {
-      ...base,
-      status: JobStatus.Queued,
-      attempts: before?.attempts ?? 0,
-      failures: before?.failures ?? 0,
-      ...(before?.history ? { history: before.history } : {}),
-      ...(before?.retries ? { retries: before.retries } : {}),
-      ...(before?.attemptTrace ? { attemptTrace: before.attemptTrace } : {}),
-      interruptions: (before?.interruptions ?? 0) + (before?.status === JobStatus.Running ? 1 : 0),
-    },
-  };
+  const opened = await openJob(store, job, { countInterruption: true, now });
+  if (opened.kind === "final") return opened;
+  const { tracked } = opened;
   const interruptions = tracked.record.interruptions ?? 0;
   if (interruptions >= options.maxInterruptions) return { kind: "poison", tracked, interruptions };
-  const running: JobRecord = { ...tracked.record, status: JobStatus.Running, attempts: tracked.record.attempts + 1 };
-  return (await advance(store, tracked, running)) ? { kind: "started", tracked } : { kind: "lost" };
+  if (isPastDeadline(job, tracked.record.attempts, options.deadlineMs, now)) return { kind: "expired", tracked };
+  const started = await advance(store, tracked, (r) => ({ ...r, status: JobStatus.Running, attempts: r.attempts + 1 }));
+  return started ? { kind: "started", tracked } : { kind: "lost" };
 }
 
 /**
@@ -107,25 +162,24 @@ export function completeJob(
   outcome: { response: StoredResponse; call: AttemptRecord; ttlMs: number; now?: number },
 ): Promise<boolean> {
   const now = outcome.now ?? Date.now();
-  return advance(store, tracked, {
-    ...tracked.record,
+  return advance(store, tracked, (record) => ({
+    ...record,
     status: JobStatus.Completed,
     updatedAt: now,
     expiresAt: now + outcome.ttlMs,
-    history: withAttempt(tracked.record.history, outcome.call),
+    history: withAttempt(record.history, outcome.call),
     response: outcome.response,
-  });
+  }));
 }
 
-/** → failed (attempts exhausted, response too large, poison, unreadable request): final, kept `ttlMs`. */
+/** → failed (attempts exhausted, response too large, poison, past its deadline, unusable request): final, kept `ttlMs`. */
 export function failJob(
   store: JobStore,
   tracked: TrackedJob,
   failure: { error: JobFailure; ttlMs: number; call?: AttemptRecord; countFailure?: boolean; now?: number },
 ): Promise<boolean> {
   const now = failure.now ?? Date.now();
-  const { record } = tracked;
-  return advance(store, tracked, {
+  return advance(store, tracked, (record) => ({
     ...record,
     status: JobStatus.Failed,
     updatedAt: now,
@@ -133,39 +187,57 @@ export function failJob(
     error: failure.error,
     ...(failure.call ? { history: withAttempt(record.history, failure.call) } : {}),
     ...(failure.countFailure ? { failures: (record.failures ?? 0) + 1 } : {}),
-  });
+  }));
 }
 
 /** running → queued after a failed call that counts against the route's attempts; the message is nak'ed next. */
 export function retryLater(store: JobStore, tracked: TrackedJob, failure: { error: JobFailure; call: AttemptRecord }): Promise<boolean> {
-  const { record } = tracked;
-  return advance(store, tracked, {
+  return advance(store, tracked, (record) => ({
     ...record,
     status: JobStatus.Queued,
     updatedAt: Date.now(),
     error: failure.error,
     failures: (record.failures ?? 0) + 1,
     history: withAttempt(record.history, failure.call),
-  });
+  }));
 }
 
 /**
  * running → queued without counting the start: the call was cut short by us (a shutdown, a store
- * write that failed), not by the job. Only while the record says `running`: once it is final the
- * job is done and must stay so.
+ * write that failed), or found the backend already known to be down (the route's circuit is
+ * open), not by the job. `error`, when given, says why the job waits. Only while the record says
+ * `running`: once it is final the job is done and must stay so.
  */
-export async function handBack(store: JobStore, tracked: TrackedJob, call: Omit<AttemptRecord, "attempt" | "startedAt">): Promise<boolean> {
-  const { record } = tracked;
-  if (record.status !== JobStatus.Running) return false;
-  const entry: AttemptRecord = { attempt: record.attempts, startedAt: record.updatedAt, ...call };
-  return advance(store, tracked, {
-    ...record,
-    status: JobStatus.Queued,
-    attempts: record.attempts - 1,
-    updatedAt: Date.now(),
-    history: withAttempt(record.history, entry),
+export function handBack(
+  store: JobStore,
+  tracked: TrackedJob,
+  call: Omit<AttemptRecord, "attempt" | "startedAt">,
+  error?: JobFailure,
+): Promise<boolean> {
+  return advance(store, tracked, (record) => {
+    if (record.status !== JobStatus.Running) return undefined;
+    const entry: AttemptRecord = { attempt: record.attempts, startedAt: record.updatedAt, ...call };
+    return {
+      ...record,
+      status: JobStatus.Queued,
+      attempts: record.attempts - 1,
+      updatedAt: Date.now(),
+      history: withAttempt(record.history, entry),
+      ...(error ? { error } : {}),
+    };
   });
 }
+
+/**
+ * running → running, the same record written again. The jobs bucket expires records by age (its
+ * `max_age`, from the routes' ttl + timeout): a call that runs longer than a reload made that age,
+ * or a result write retried for long, keeps its record this way. False when there was nothing to
+ * touch (no longer running) or someone else wrote the record.
+ */
+export function touchRunning(store: JobStore, tracked: TrackedJob): Promise<boolean> {
+  return advance(store, tracked, (record) => (record.status === JobStatus.Running ? record : undefined));
+}
+
 
 /** A job's record (queued or running) → canceled; resolves to the new revision, or `undefined` if it changed meanwhile. */
 export function cancelRecord(store: JobStore, found: VersionedRecord, ttlMs: number, now = Date.now()): Promise<number | undefined> {

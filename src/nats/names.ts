@@ -14,10 +14,20 @@ export interface JetStreamNames {
   readonly bodiesStore: string;
   /** Stream of dead letters: the requests of failed jobs, kept for `slowlane jobs retry`. */
   readonly deadStream: string;
+  /**
+   * KV bucket of open circuits: one key per route and worker process whose circuit is open (the
+   * route is paused there), rewritten while it stays open and gone by the bucket's max_age once not.
+   */
+  readonly circuitsBucket: string;
+  /** Key of one worker process's open circuit of a route in {@link circuitsBucket}. */
+  circuitKey(route: string, worker: string): string;
+  /** The route a key of {@link circuitsBucket} is about; `undefined` for a key slowlane did not write. */
+  routeOfCircuitKey(key: string): string | undefined;
   /** The streams behind the buckets (`KV_<bucket>`, `OBJ_<store>`), as JetStream names them. */
   readonly jobsBucketStream: string;
   readonly resultsBucketStream: string;
   readonly bodiesStoreStream: string;
+  readonly circuitsBucketStream: string;
   /** Subjects of the work-queue stream (every job of every route). */
   readonly jobsFilter: string;
   /** Subjects of the dead-letter stream. */
@@ -63,9 +73,17 @@ export function toJetStreamNames(prefix: string): JetStreamNames {
     resultsBucket,
     bodiesStore,
     deadStream: `${prefix}_dead`,
+    circuitsBucket: `${prefix}_circuits`,
+    // Route names and worker ids are `[A-Za-z0-9_-]`: the dot between them is unambiguous.
+    circuitKey: (route, worker) => `${route}.${worker}`,
+    routeOfCircuitKey(key) {
+      const [route, worker, ...rest] = key.split(".");
+      return route && worker && rest.length === 0 ? route : undefined;
+    },
     jobsBucketStream: `KV_${jobsBucket}`,
     resultsBucketStream: `KV_${resultsBucket}`,
     bodiesStoreStream: `OBJ_${bodiesStore}`,
+    circuitsBucketStream: `KV_${prefix}_circuits`,
     jobsFilter: `${prefix}.jobs.>`,
     deadFilter: `${prefix}.dead.>`,
     deadSubject: (route, id) => `${prefix}.dead.${route}.${id}`,

@@ -23,19 +23,29 @@ import type { JetStreamNames } from "./names.js";
 import { maxPayloadOf } from "./context.js";
 import type { JetStreamContext } from "./context.js";
 
-
-
-
 /** Duplicate window for `Nats-Msg-Id`: a retried publish of the same job within it is stored once. */
 const DUPLICATE_WINDOW_MS = 2 * 60_000;
 
-function allRouteSettings(config: Config): Pick<RouteConfig, "ttlMs" | "timeoutMs">[] {
+function allRouteSettings(config: Config): Pick<RouteConfig, "ttlMs" | "timeoutMs" | "deadlineMs" | "attempts" | "backoff">[] {
   return [config.defaults, ...config.routes];
 }
 
 /**
+ * How long a job of a route without a `deadline` is counted on to wait in the queue before its
+ * first call, for the lifetime of its claim-checked request body (see {@link bodiesMaxAgeMs}).
+ */
+export const QUEUE_WAIT_ALLOWANCE_MS = 24 * 3_600_000;
+
+/**
+ * How long an open circuit's key lives in the circuits bucket without being written again: a
+ * worker that died stops showing its paused routes after this. Workers rewrite theirs every third of it.
+ */
+export const CIRCUIT_STATE_MAX_AGE_MS = 30_000;
+
+/**
  * A job record must outlive the route's `ttl` once finished, and a running call's timeout while
- * it runs (each attempt rewrites the record, which restarts its age).
+ * it runs (each attempt rewrites the record, which restarts its age; a worker touches a running
+ * record that gets old, see `touchRunning`).
  */
 export function jobsMaxAgeMs(config: Config): number {
   return Math.max(...allRouteSettings(config).map((r) => r.ttlMs + r.timeoutMs));
@@ -43,6 +53,21 @@ export function jobsMaxAgeMs(config: Config): number {
 
 export function resultsMaxAgeMs(config: Config): number {
   return Math.max(...allRouteSettings(config).map((r) => r.ttlMs));
+}
+
+/**
+ * The Object Store keeps response bodies (which need `ttl`) and claim-checked request bodies, which
+ * must outlive everything their job may wait through: the queue before its first call (its route's
+ * `deadline`, or {@link QUEUE_WAIT_ALLOWANCE_MS} without one: the work-queue stream itself never
+ * drops a job), every attempt with its longest backoff, and then the `ttl` of a failed job, whose
+ * dead letter `slowlane jobs retry` can requeue. A job whose body is gone anyway fails with
+ * `SLOWLANE_REQUEST_BODY_MISSING`.
+ */
+export function bodiesMaxAgeMs(config: Config): number {
+  const requestBodies = allRouteSettings(config).map(
+    (r) => (r.deadlineMs ?? QUEUE_WAIT_ALLOWANCE_MS) + r.attempts * (r.timeoutMs + r.backoff.maxMs) + r.ttlMs,
+  );
+  return Math.max(jobsMaxAgeMs(config), ...requestBodies);
 }
 
 export function toConsumerConfig(config: Config, route: RouteConfig): Partial<ConsumerConfig> {
@@ -100,6 +125,8 @@ function deadLetterStream(names: JetStreamNames, replicas: number, maxAgeMs: num
     storage: StorageType.File,
     num_replicas: replicas,
     max_age: nanos(maxAgeMs),
+    // JetStream refuses a duplicate window longer than max_age (a ttl under two minutes).
+    duplicate_window: nanos(Math.min(DUPLICATE_WINDOW_MS, maxAgeMs)),
     max_msgs_per_subject: 1,
     discard: DiscardPolicy.Old,
     allow_direct: true,
@@ -123,11 +150,15 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, wanted: Par
   return false;
 }
 
-/** Makes a bucket's `max_age` and replicas what the config says; stores opened by name do not update them. */
+/**
+ * Makes a bucket's `max_age` and replicas what the config says; stores opened by name do not update
+ * them. The duplicate window follows a shorter max_age down (JetStream refuses one longer than it).
+ */
 async function ensureBucket(jsm: JetStreamManager, stream: string, maxAgeMs: number, replicas: number): Promise<void> {
   const info = await jsm.streams.info(stream);
-  if (info.config.max_age !== nanos(maxAgeMs) || info.config.num_replicas !== replicas) {
-    await jsm.streams.update(stream, { ...info.config, max_age: nanos(maxAgeMs), num_replicas: replicas });
+  const duplicateWindow = Math.min(info.config.duplicate_window, nanos(maxAgeMs));
+  if (info.config.max_age !== nanos(maxAgeMs) || info.config.num_replicas !== replicas || info.config.duplicate_window !== duplicateWindow) {
+    await jsm.streams.update(stream, { ...info.config, max_age: nanos(maxAgeMs), num_replicas: replicas, duplicate_window: duplicateWindow });
   }
 }
 
@@ -144,6 +175,7 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   const replicas = config.nats.replicas;
   const jobsAge = jobsMaxAgeMs(config);
   const resultsAge = resultsMaxAgeMs(config);
+  const bodiesAge = bodiesMaxAgeMs(config);
   await ensureStream(jsm, workQueueStream(names, replicas));
   await ensureStream(jsm, deadLetterStream(names, replicas, resultsAge));
   const createdConsumers: string[] = [];
@@ -160,11 +192,14 @@ export async function provision(nc: NatsConnection, config: Config, options: Pro
   const bodies = await new Objm(js).create(names.bodiesStore, {
     storage: StorageType.File,
     replicas,
-    ttl: nanos(jobsAge),
+    ttl: nanos(bodiesAge),
   });
+  // Open circuits are short-lived state, rewritten while they last: memory is enough.
+  await kvm.create(names.circuitsBucket, { history: 1, storage: StorageType.Memory, replicas, ttl: CIRCUIT_STATE_MAX_AGE_MS });
   await ensureBucket(jsm, names.jobsBucketStream, jobsAge, replicas);
   await ensureBucket(jsm, names.resultsBucketStream, resultsAge, replicas);
-  await ensureBucket(jsm, names.bodiesStoreStream, jobsAge, replicas);
+  await ensureBucket(jsm, names.bodiesStoreStream, bodiesAge, replicas);
+  await ensureBucket(jsm, names.circuitsBucketStream, CIRCUIT_STATE_MAX_AGE_MS, replicas);
 
   const maxPayloadBytes = maxPayloadOf(nc);
   const consumerRoutes: string[] = [];

@@ -4,6 +4,8 @@
  * retrying is a transition of the job's life, in `jobs/requeue.ts`.
  *
  */
+import { Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import { JobsCommandError, messageOf } from "../errors.js";
 import { getDeadLetter } from "../jobs/dead-letters.js";
 import { isJobId } from "../jobs/job-id.js";
@@ -45,6 +47,50 @@ export interface JobDetails {
   /** A message of this job is in the work queue (waiting, being worked, or between attempts). */
   readonly inQueue: boolean;
   readonly deadLetter: DeadLetterSummary | undefined;
+}
+
+/** A route paused in some worker process: its circuit is open there (the backend was unreachable). */
+export interface PausedRoute {
+  readonly route: string;
+  /** Worker processes where it is paused. */
+  readonly workers: number;
+  /** Epoch ms of the earliest opening among them. */
+  readonly since: number;
+}
+
+const decoder = new TextDecoder();
+
+/**
+ * The routes whose circuit is open in at least one live worker, from the circuits bucket (each
+ * worker keeps a key per open circuit fresh; a dead worker's expire). Empty when the bucket does
+ * not exist: no proxy or worker of this version has run.
+ */
+export async function listPausedRoutes(context: Pick<JetStreamContext, "js" | "names">): Promise<PausedRoute[]> {
+  const paused = new Map<string, { workers: number; since: number }>();
+  let kv: KV;
+  try {
+    kv = await new Kvm(context.js).open(context.names.circuitsBucket);
+  } catch {
+    return [];
+  }
+  for await (const key of await kv.keys()) {
+    const route = context.names.routeOfCircuitKey(key);
+    const entry = route === undefined ? null : await kv.get(key);
+    if (route === undefined || !entry || entry.operation !== "PUT") continue;
+    const seen = paused.get(route) ?? { workers: 0, since: Infinity };
+    paused.set(route, { workers: seen.workers + 1, since: Math.min(seen.since, openedAtOf(entry.value)) });
+  }
+  return [...paused].map(([route, p]) => ({ route, ...p })).sort((a, b) => a.route.localeCompare(b.route));
+}
+
+/** When a circuit opened, from its key's value; now when the value cannot be read. */
+function openedAtOf(value: Uint8Array): number {
+  try {
+    const openedAt = (JSON.parse(decoder.decode(value)) as { openedAt?: unknown } | null)?.openedAt;
+    return typeof openedAt === "number" && Number.isFinite(openedAt) ? openedAt : Date.now();
+  } catch {
+    return Date.now();
+  }
 }
 
 /** The jobs whose subjects in a stream match `filter`. */

@@ -14,8 +14,8 @@ import { openJetStream } from "../nats/open.js";
 import type { JetStreamContext } from "../nats/context.js";
 import { JobStatus } from "../jobs/record.js";
 import { retryJob } from "../jobs/requeue.js";
-import { listJobs, retryFailedJobs, showJob } from "./job-queries.js";
-import type { JobDetails, JobListing } from "./job-queries.js";
+import { listJobs, listPausedRoutes, retryFailedJobs, showJob } from "./job-queries.js";
+import type { JobDetails, JobListing, PausedRoute } from "./job-queries.js";
 
 export const JOBS_USAGE = `usage: slowlane jobs <subcommand> [--config FILE]
 
@@ -23,7 +23,8 @@ subcommands:
   list [--status S] [--route NAME] [--json]
                            job records, oldest change first: a table, or one JSON object per line
                            (S: ${Object.values(JobStatus).join(", ")}); a queued job that no worker
-                           has started has no record yet: it is listed from the work queue, as queued
+                           has started has no record yet: it is listed from the work queue, as queued;
+                           routes paused because their backend is unreachable come first (stderr with --json)
   show <id>                the job's record as JSON, whether it is in the work queue, and its dead letter
   retry <id>               put a failed job back in the work queue from its dead letter
   retry --all-failed [--route NAME]
@@ -133,6 +134,19 @@ function toTable(rows: readonly (readonly string[])[]): string[] {
   return rows.map((r) => r.map((cell, col) => (col === r.length - 1 ? cell : cell.padEnd(widths[col] ?? 0))).join("  ").trimEnd());
 }
 
+/**
+ * One line per paused route, before the jobs: on stdout with the table, on stderr with `--json`
+ * (whose stdout is job records only).
+ */
+function printPaused(paused: readonly PausedRoute[], json: boolean, output: CommandOutput): void {
+  const print = (line: string): void => (json ? output.err(line) : output.out(line));
+  for (const p of paused) {
+    const workers = p.workers === 1 ? "1 worker" : `${p.workers} workers`;
+    print(`route ${p.route} is paused: its backend is unreachable (circuit open in ${workers} since ${isoSeconds(p.since)}); its jobs wait`);
+  }
+  if (paused.length > 0 && !json) print("");
+}
+
 function printList(listings: readonly JobListing[], json: boolean, output: CommandOutput): void {
   if (json) {
     for (const l of listings) {
@@ -171,9 +185,12 @@ function toShowJson(details: JobDetails): Record<string, unknown> {
 
 async function execute(context: JetStreamContext, invocation: Invocation, output: CommandOutput): Promise<number> {
   switch (invocation.command) {
-    case "list":
+    case "list": {
+      const paused = (await listPausedRoutes(context)).filter((p) => invocation.route === undefined || p.route === invocation.route);
+      printPaused(paused, invocation.json, output);
       printList(await listJobs(context, invocation), invocation.json, output);
       return 0;
+    }
     case "show":
       output.out(JSON.stringify(toShowJson(await showJob(context, invocation.id)), null, 2));
       return 0;

@@ -3,7 +3,7 @@
  * the jobs endpoints, then the async routes (first match wins), then passthrough.
  */
 import { createServer } from "node:http";
-import type { Server, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { performance } from "node:perf_hooks";
 import type { Config, RouteMatcher } from "../config/index.js";
 import { createRouteMatcher } from "../config/index.js";
@@ -11,8 +11,9 @@ import { BadRequestError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { AcceptHandler } from "./accept.js";
 import type { JobsHandler } from "./job-endpoints.js";
+import { normalizeTarget, parseRequestTarget, pathVariants, toOriginForm } from "./normalize-path.js";
 import type { Passthrough } from "./passthrough.js";
-import { sendProblem } from "../shared/problem.js";
+import { sendProblem, sendProblemOnSocket } from "../shared/problem.js";
 
 export interface HttpHandlers {
   accept: AcceptHandler;
@@ -61,19 +62,29 @@ const CLIENT_ERROR_ANSWERS: Record<string, readonly [number, string]> = {
   ERR_HTTP_REQUEST_TIMEOUT: [408, "Request Timeout"],
 };
 
-/** `http://host/path?q` → `/path?q`, textually: no dot-segment or percent-escape normalisation. */
-const ABSOLUTE_FORM = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*(.*)$/s;
+/** Why a path is refused when a spelling the backend may read it as routes otherwise (`pathVariants`). */
+const AMBIGUOUS = "the path would be routed differently with its slashes merged or its trailing slash removed; send it normalised";
 
 /**
- * The request target as a path (origin-form), or `undefined` when it is none. The absolute-form
- * (RFC 9112 §3.2.2) is accepted and reduced to its path, so that routing and the upstream (which
- * http-proxy-3 gives the path only) see the same request; `*` and anything else is refused.
+ * The request's target as routed and forwarded, normalised (`normalize-path.ts`) unless it is under
+ * `jobsPrefix` as sent (the jobs endpoints never forward, and judge their ids as sent); `undefined`
+ * once a 400 has been sent because it cannot be routed safely or the request has two Host headers.
  */
-function toOriginForm(url: string): string | undefined {
-  if (url.startsWith("/")) return url;
-  const rest = ABSOLUTE_FORM.exec(url)?.[1];
-  if (rest === undefined) return undefined;
-  return rest.startsWith("/") ? rest : `/${rest}`;
+function toRoutedTarget(req: IncomingMessage, res: ServerResponse, log: Logger, jobsPrefix: string): string | undefined {
+  try {
+    if (countHosts(req.rawHeaders) > 1) throw new BadRequestError("more than one Host header");
+    const target = toOriginForm(req.url ?? "/");
+    return target.startsWith(jobsPrefix) ? target : normalizeTarget(target);
+  } catch (err) {
+    refuse(req, res, err, log);
+    return undefined;
+  }
+}
+
+/** A 400 on a request slowlane will not route; its body is not read, so the connection goes. */
+function refuse(req: IncomingMessage, res: ServerResponse, err: unknown, log: Logger): void {
+  req.resume();
+  sendProblem(res, err, { log, headers: { connection: "close" } });
 }
 
 /** Host header lines in a request (RFC 9112 §3.2: exactly one is required of HTTP/1.1, at most one of 1.0). */
@@ -85,6 +96,26 @@ function countHosts(rawHeaders: readonly string[]): number {
     if (name.length === 4 && name.toLowerCase() === "host") hosts += 1;
   }
   return hosts;
+}
+
+/**
+ * The async route an upgrade request's path (normalised, or any spelling of it) would match, if any. A
+ * target that cannot be parsed is left to passthrough, which refuses it.
+ */
+function asyncRouteOfUpgrade(method: string, target: string, match: RouteMatcher): string | undefined {
+  let pathname: string;
+  try {
+    const url = parseRequestTarget(target);
+    const q = url.indexOf("?");
+    pathname = q === -1 ? url : url.slice(0, q);
+  } catch {
+    return undefined;
+  }
+  for (const path of [pathname, ...pathVariants(pathname)]) {
+    const route = match(method, path);
+    if (route) return route.name;
+  }
+  return undefined;
 }
 
 /**
@@ -124,13 +155,8 @@ export function createHttpServer(
     },
     (req, res) => {
       const startedAtMs = observer ? performance.now() : 0;
-      const url = toOriginForm(req.url ?? "/");
-      if (url === undefined || countHosts(req.rawHeaders) > 1) {
-        req.resume();
-        const problem = url === undefined ? "the request target must be a path" : "more than one Host header";
-        sendProblem(res, new BadRequestError(problem), { headers: { connection: "close" } });
-        return;
-      }
+      const url = toRoutedTarget(req, res, log, jobsPrefix);
+      if (url === undefined) return;
       req.url = url;
       const q = url.indexOf("?");
       const pathname = q === -1 ? url : url.slice(0, q);
@@ -139,7 +165,13 @@ export function createHttpServer(
         void handlers.jobs(req, res, pathname);
         return;
       }
-      const route = matcher()(req.method ?? "GET", pathname);
+      const match = matcher();
+      const method = req.method ?? "GET";
+      const route = match(method, pathname);
+      // A backend may merge slashes or drop a trailing one: no spelling may be routed otherwise.
+      for (const variant of pathVariants(pathname)) {
+        if (match(method, variant) !== route) return refuse(req, res, new BadRequestError(AMBIGUOUS), log);
+      }
       if (route) {
         observe(res, "async", route.name, startedAtMs);
         handlers.accept(req, res, route).catch((err: unknown) => sendProblem(res, err, { log }));
@@ -155,7 +187,16 @@ export function createHttpServer(
   // Content-Length past them would reach the upstream as an unframed body, that is, as a second
   // request (smuggling). Unlimited here; the head size limit bounds the count anyway.
   server.maxHeadersCount = 0;
-  server.on("upgrade", (req, socket, head) => handlers.passthrough.ws(req, socket, head));
+  server.on("upgrade", (req, socket, head) => {
+    // A WebSocket cannot be a job: an upgrade on an async route's path would reach the backend
+    // synchronously, past the queue and its concurrency cap. Refused, as any spelling of that path.
+    const route = asyncRouteOfUpgrade(req.method ?? "GET", req.url ?? "/", matcher());
+    if (route !== undefined) {
+      sendProblemOnSocket(socket, new BadRequestError(`the path of async route "${route}" cannot be upgraded to a WebSocket`));
+      return;
+    }
+    handlers.passthrough.ws(req, socket, head);
+  });
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
     log.debug({ err }, "malformed request from a client");
     // As Node does: no answer on top of a response already started (a pipelined request that

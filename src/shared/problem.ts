@@ -4,6 +4,7 @@
  * 500 whose detail stays in the log, never in the answer.
  */
 import type { ServerResponse } from "node:http";
+import type { Duplex } from "node:stream";
 import { ErrorCodes, ERRORS, MethodNotAllowedError, SlowlaneError } from "../errors.js";
 import type { ErrorCode } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -64,6 +65,16 @@ export function sendProblem(res: ServerResponse, err: unknown, options: SendProb
   if (err instanceof MethodNotAllowedError) headers.allow = err.allow.join(", ");
   res.writeHead(problem.status, headers);
   res.end(body);
+}
+
+/** A problem+json answer written on a raw socket (an upgrade request has no ServerResponse), then the socket closed. */
+export function sendProblemOnSocket(socket: Duplex, err: unknown): void {
+  const problem = toProblem(err);
+  const body = JSON.stringify(problem);
+  socket.end(
+    `HTTP/1.1 ${problem.status} ${problem.title}\r\ncontent-type: application/problem+json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 /** A small JSON answer with an exact Content-Length. */

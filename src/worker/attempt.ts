@@ -7,41 +7,49 @@
  * - The record is written before the message is acked or terminated, so a job is never gone from
  *   both the stream and the jobs bucket (the proxy's lookup relies on it).
  * - Every record write is a compare-and-set (`jobs/transitions.ts`): a job canceled meanwhile is
- *   never overwritten with a result; a lost compare-and-set is handled by {@link settleLost}.
- * - While a call runs, the message is heartbeated (`working()`) every third of AckWait, so a long
- *   call is not redelivered; if this process dies, heartbeats stop and another worker gets the
- *   message after AckWait.
+ *   never overwritten with a result; a lost compare-and-set is handled by `settleLost`, and a
+ *   record found gone is written again (`writeRecord` in `settle.ts`).
+ * - While a call runs, the message is heartbeated (`working()`) every third of AckWait (as it is
+ *   at each tick: a reload may lower it), so a long call is not redelivered; if this process dies,
+ *   heartbeats stop and another worker gets the message after AckWait. The record is touched
+ *   before it can age out of the jobs bucket.
  * - A failed job's request goes to the dead-letter stream before its record says `failed`, then
  *   its message is terminated: never redelivered forever.
+ * - Once the backend has answered, the answer is not lost to a store write that fails: the write
+ *   is retried with backoff while the message is heartbeated, never by calling the backend again
+ *   (a body streamed to the Object Store, which cannot be kept, is the one exception).
+ * - While the route's circuit is open, jobs are held back uncounted (`settle.ts` `holdBack`), one
+ *   call at a time probes the backend, and an unreachable backend costs a job nothing.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { JsMsg } from "@nats-io/jetstream";
-import type { Agent } from "undici";
 import type { RouteConfig } from "../config/index.js";
 import {
   BackendStatusError,
   BackendTimeoutError,
   BackendUnreachableError,
+  DeadlineExceededError,
   JobInterruptedError,
   RequestBodyMissingError,
   ResponseTooLargeError,
+  StoredRequestInvalidError,
 } from "../errors.js";
-import type { SlowlaneError } from "../errors.js";
-import type { Logger } from "../log.js";
-import { putDeadLetter } from "../jobs/dead-letters.js";
 import type { JobRequest } from "../jobs/envelope.js";
 import { JobStatus } from "../jobs/record.js";
-import type { AttemptRecord, JobFailure } from "../jobs/record.js";
-import type { JobStore } from "../jobs/store.js";
-import { completeJob, failJob, handBack, noteAttemptTrace, retryLater, startJob } from "../jobs/transitions.js";
-import type { TrackedJob } from "../jobs/transitions.js";
-import { carrierFromHeaders, endSpan, fromCarrier, logFields, startAttemptSpan, startClientSpan, toCarrier } from "../tracing/index.js";
-import type { TracedSpan, Tracing } from "../tracing/index.js";
-import { callBackend } from "./backend-call.js";
-import type { BackendResponse } from "./backend-call.js";
-import type { ForwarderObserver } from "./observer.js";
-import { storeResponseBody } from "./response-body.js";
-import type { StoredBody } from "./response-body.js";
-import { parseRetryAfterMs, retryDelayMs } from "../shared/retry-policy.js";
+import type { AttemptRecord } from "../jobs/record.js";
+import { completeJob, handBack, retryLater, startJob, touchRunning } from "../jobs/transitions.js";
+import { backoffDelayMs, parseRetryAfterMs, retryDelayMs } from "../shared/retry-policy.js";
+import { callBackend, describeNetworkError } from "./backend-call.js";
+import { endAttemptTrace, endBackendCallTrace, startAttemptTrace, startBackendCallTrace, withJobTrace } from "./attempt-trace.js";
+import { startHeartbeat } from "./heartbeat.js";
+import { toBackendUrl } from "./request-check.js";
+import { ResultStreamError, storeResponseBody } from "./response-body.js";
+import type { KeepWriting } from "./response-body.js";
+import { GiveBackError } from "./run.js";
+import type { AttemptDeps, CallControl, Run } from "./run.js";
+import { deleteStoredRequest, fail, holdBack, settleFinal, settleLost, toFailure, writeRecord } from "./settle.js";
+
+export type { AttemptDeps, CallControl } from "./run.js";
 
 /**
  * Starts of one job that ended without an outcome (the worker crashed, was killed, or lost NATS
@@ -52,30 +60,6 @@ export const MAX_INTERRUPTIONS = 5;
 /** Why a running call was aborted. */
 export const AbortReason = { Shutdown: "shutdown", Canceled: "canceled" } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
-
-/** What one attempt needs from the forwarder that runs it. */
-export interface AttemptDeps {
-  readonly store: JobStore;
-  readonly log: Logger;
-  readonly agent: Agent;
-  readonly observer: ForwarderObserver | undefined;
-  readonly tracing: Tracing;
-  /** The backend's base URL in force now (it may change on reload). */
-  backendUrl(): string;
-  /** How often to heartbeat a running call's message, in ms (a third of the consumer's AckWait). */
-  heartbeatMs(): number;
-}
-
-/** One job's run on this worker: the message, the job, its route's settings and the record as last written. */
-interface Run {
-  readonly deps: AttemptDeps;
-  readonly msg: JsMsg;
-  readonly job: JobRequest;
-  readonly route: RouteConfig;
-  readonly tracked: TrackedJob;
-  /** The attempt's span, when tracing is on (`deps.log` then carries its ids). */
-  readonly trace?: TracedSpan;
-}
 
 /** A failure that counts against the route's attempts. */
 type RetryableError = BackendTimeoutError | BackendUnreachableError | BackendStatusError;
@@ -91,102 +75,31 @@ function outcomeOf(err: unknown): string {
   if (err instanceof BackendUnreachableError) return "unreachable";
   if (err instanceof ResponseTooLargeError) return "too_large";
   if (err instanceof RequestBodyMissingError) return "body_missing";
+  if (err instanceof StoredRequestInvalidError) return "invalid";
   return "error";
 }
 
-function toFailure(err: SlowlaneError): JobFailure {
-  return err instanceof BackendStatusError
-    ? { code: err.code, message: err.message, upstreamStatus: err.backendStatus }
-    : { code: err.code, message: err.message };
+/** What went wrong in full, for the log: the network error behind an unreachable backend (its address included). */
+function detailOf(err: unknown): string | undefined {
+  return err instanceof BackendUnreachableError && err.cause instanceof Error ? describeNetworkError(err.cause) : undefined;
 }
 
-/**
- * Takes a message out of the work queue for good. Always without a reason: nats-server 2.9 takes
- * only a bare `+TERM`, and silently ignores `+TERM <reason>` (the message would be redelivered).
- */
-function terminate(msg: JsMsg): void {
-  msg.term();
-}
-
-/** Deletes a claim-checked request body once the job no longer needs it. */
-async function deleteStoredRequest(store: JobStore, job: JobRequest): Promise<void> {
-  if (job.storedBody) await store.deleteRequestBody(job.storedBody.name);
-}
-
-/**
- * Someone else wrote the record since this worker did. Usually a cancel: drop the message and what
- * was stored. Or a redelivery of the same message to another worker (this one's heartbeats did not
- * get through): that run owns the job now, so leave everything to it.
- */
-async function settleLost(run: Pick<Run, "deps" | "job" | "route" | "msg">): Promise<void> {
-  const { deps, job, route, msg } = run;
-  const current = (await deps.store.readRecord(job.id))?.record;
-  if (current?.status !== JobStatus.Canceled) {
-    deps.log.warn({ job: job.id, route: route.name, status: current?.status ?? "missing" }, "another worker took the job over; leaving it to it");
-    return;
-  }
-  terminate(msg);
-  await Promise.all([deps.store.deleteResponse(job.id), deleteStoredRequest(deps.store, job)]);
-  deps.log.info({ job: job.id, route: route.name }, "job canceled; its result is not kept");
-  deps.observer?.jobFinished?.(route.name, JobStatus.Canceled);
-}
-
-async function fail(run: Run, err: SlowlaneError, call?: AttemptRecord, countFailure = false): Promise<void> {
-  const { deps, job, route, msg, tracked } = run;
-  // The dead letter first: a failed record always has a request that `slowlane jobs retry` can requeue.
-  await putDeadLetter(deps.store.context, job, msg);
-  const failure = { error: toFailure(err), ttlMs: route.ttlMs, countFailure, ...(call ? { call } : {}) };
-  if (!(await failJob(deps.store, tracked, failure))) return settleLost(run);
-  terminate(msg);
-  const { attempts, error } = tracked.record;
-  deps.log.warn({ job: job.id, route: route.name, attempts, error }, "job failed");
-  deps.observer?.jobFinished?.(route.name, JobStatus.Failed);
-}
-
-/** The attempt's parent: the accept span stored with the job, else the client's own `traceparent`. */
-function jobCarrier(job: JobRequest) {
-  return job.trace ?? carrierFromHeaders(job.headers);
-}
-
-/** With tracing on, `deps` whose logger carries the job's trace (the accept span): for lines before the attempt's span. */
-function withJobTrace(deps: AttemptDeps, job: JobRequest): AttemptDeps {
-  if (!deps.tracing.enabled) return deps;
-  return { ...deps, log: deps.log.child(logFields(fromCarrier(jobCarrier(job)))) };
-}
-
-/**
- * Starts the attempt's span: a child of the accept span, linked to the previous attempt's (kept in
- * the record), with the queue wait since enqueue or since the previous attempt ended. Its context
- * goes into the record with the next transition, and its ids onto every log line of the run.
- */
-function startTraced(run: Run): Run {
-  const { deps, job, route, tracked } = run;
-  if (!deps.tracing.enabled) return run;
-  const { attempts, history, updatedAt, attemptTrace } = tracked.record;
-  const previous = history?.at(-1);
-  const waitFrom = previous ? previous.startedAt + previous.durationMs : job.createdAt;
-  const info = { route: route.name, jobId: job.id, attempt: attempts, queueWaitMs: Math.max(0, updatedAt - waitFrom) };
-  const trace = startAttemptSpan(deps.tracing, jobCarrier(job), attemptTrace ? { ...info, previousAttempt: attemptTrace } : info);
-  noteAttemptTrace(tracked, toCarrier(trace.context));
-  return { ...run, trace, deps: { ...deps, log: deps.log.child(logFields(trace.span)) } };
-}
-
-/** Records `running`; or deals with the message (canceled, finished, poison, lost) and returns `undefined`. */
+/** Records `running`; or deals with the message (canceled, finished, poison, past its deadline, lost) and returns `undefined`. */
 async function begin(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg): Promise<Run | undefined> {
   const firstDelivery = msg.info.deliveryCount === 1;
-  const start = await startJob(deps.store, job, { firstDelivery, maxInterruptions: MAX_INTERRUPTIONS });
+  const start = await startJob(deps.store, job, { firstDelivery, maxInterruptions: MAX_INTERRUPTIONS, deadlineMs: route.deadlineMs });
+  const run = (tracked: Run["tracked"]): Run => ({ deps, msg, job, route, tracked, writtenAt: Date.now() });
   switch (start.kind) {
     case "started":
-      return { deps, msg, job, route, tracked: start.tracked };
+      return run(start.tracked);
     case "final":
-      // Canceled before it started, or finished but the ack was lost (crash between the record write and the ack).
-      if (start.record.status === JobStatus.Canceled) {
-        terminate(msg);
-        await deleteStoredRequest(deps.store, job);
-      } else await msg.ackAck();
+      await settleFinal(deps, job, msg, start.record);
       return undefined;
     case "poison":
-      await fail({ deps, msg, job, route, tracked: start.tracked }, new JobInterruptedError(start.interruptions));
+      await fail(run(start.tracked), new JobInterruptedError(start.interruptions));
+      return undefined;
+    case "expired":
+      await fail(run(start.tracked), new DeadlineExceededError(route.deadlineMs ?? 0));
       return undefined;
     case "lost":
       await settleLost({ deps, msg, job, route });
@@ -194,28 +107,50 @@ async function begin(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg
   }
 }
 
+/**
+ * Writes of the result after the backend answered: each is tried until it succeeds, with the
+ * route's backoff between tries, and counted; only an abort (shutdown, cancel) stops it.
+ */
+function keepWriting(run: Run, signal: AbortSignal): KeepWriting {
+  return async (what, write) => {
+    for (let failures = 1; ; failures++) {
+      try {
+        return await write();
+      } catch (err) {
+        if (signal.aborted) throw err;
+        const retryInMs = retryDelayMs(failures + 1, run.route.backoff);
+        run.deps.observer?.resultStoreFailed?.(run.route.name);
+        run.deps.log.warn({ job: run.job.id, route: run.route.name, err, what, failures, retryInMs }, "storing the result failed; retrying the write, not the call");
+        await sleep(retryInMs, undefined, { signal });
+      }
+    }
+  };
+}
+
+/** Whether the record says completed at `finishedAt`: a write that timed out after all, then lost its retry's compare-and-set to itself. */
+async function isCompletedAt(run: Run, finishedAt: number): Promise<boolean> {
+  const current = (await run.deps.store.readRecord(run.job.id))?.record;
+  return current?.status === JobStatus.Completed && current.updatedAt === finishedAt;
+}
+
 /** The call itself: body, backend, `retryOn`, response body into the store. Resolves once the job is completed. */
-async function callAndComplete(run: Run, signal: AbortSignal): Promise<string> {
+async function callAndComplete(run: Run, control: CallControl): Promise<string> {
   const { deps, job, route, msg, tracked } = run;
+  const { signal } = control.abort;
   const body = job.storedBody === undefined ? msg.data : await deps.store.getRequestBody(job.storedBody.name);
   if (body === undefined) throw new RequestBodyMissingError();
-  const upstream = deps.backendUrl();
-  const client = run.trace && startClientSpan(deps.tracing, run.trace.context, { method: job.method, url: upstream + job.url, route: route.name, jobId: job.id });
-  const request = { agent: deps.agent, upstream, request: job, body, timeoutMs: route.timeoutMs, signal, trace: client?.context };
-  let res: BackendResponse;
-  let stored: StoredBody;
-  try {
-    res = await callBackend(request);
-    if (route.retryOn.includes(res.status)) {
-      res.discard();
-      throw new BackendStatusError(res.status, parseRetryAfterMs(res.status, res.header("retry-after")));
-    }
-    stored = await storeResponseBody(deps.store, job.id, res, route.maxResponseBytes);
-  } catch (err) {
-    if (client) endSpan(client.span, { outcome: outcomeOf(err), error: err, ...(err instanceof BackendStatusError ? { status: err.backendStatus } : {}) });
-    throw err;
+  const upstream = toBackendUrl(deps.backendUrl(), job);
+  const trace = startBackendCallTrace(run, upstream)?.context;
+  control.gate.calling();
+  const res = await callBackend({ agent: deps.agent, url: upstream, request: job, body, timeoutMs: route.timeoutMs, signal, trace });
+  control.gate.answered();
+  if (route.retryOn.includes(res.status)) {
+    res.discard();
+    throw new BackendStatusError(res.status, parseRetryAfterMs(res.status, res.header("retry-after")));
   }
-  if (client) endSpan(client.span, { outcome: String(res.status), status: res.status });
+  const keep = keepWriting(run, signal);
+  const stored = await storeResponseBody(deps.store, job.id, res, route.maxResponseBytes, keep);
+  endBackendCallTrace(run, { outcome: String(res.status), status: res.status });
   const startedAt = tracked.record.updatedAt;
   const finishedAt = Date.now();
   const outcome = String(res.status);
@@ -227,7 +162,9 @@ async function callAndComplete(run: Run, signal: AbortSignal): Promise<string> {
     body: stored.location,
     ...(stored.inline === undefined ? {} : { inline: stored.inline }),
   };
-  if (!(await completeJob(deps.store, tracked, { response, call, ttlMs: route.ttlMs, now: finishedAt }))) {
+  const completion = { response, call, ttlMs: route.ttlMs, now: finishedAt };
+  const completed = await keep("the completed record", () => writeRecord(run, () => completeJob(deps.store, tracked, completion)));
+  if (!completed && !(await isCompletedAt(run, finishedAt))) {
     await settleLost(run);
     return outcome;
   }
@@ -241,21 +178,39 @@ async function callAndComplete(run: Run, signal: AbortSignal): Promise<string> {
 /** A failed call that counts: nak with the route's backoff, or fail the job once its attempts are spent. */
 async function retryOrFail(run: Run, err: RetryableError, call: AttemptRecord): Promise<void> {
   const { deps, job, route, msg, tracked } = run;
+  const detail = detailOf(err);
   const failures = (tracked.record.failures ?? 0) + 1;
-  if (failures >= route.attempts) return fail(run, err, call, true);
+  if (failures >= route.attempts) return fail(run, err, { call, countFailure: true, ...(detail ? { detail } : {}) });
   const retryAfterMs = err instanceof BackendStatusError ? err.retryAfterMs : undefined;
   const delayMs = retryDelayMs(failures + 1, route.backoff, retryAfterMs);
-  if (!(await retryLater(deps.store, tracked, { error: toFailure(err), call }))) return settleLost(run);
+  if (!(await writeRecord(run, () => retryLater(deps.store, tracked, { error: toFailure(err), call })))) return settleLost(run);
   msg.nak(delayMs);
   const { attempts, error } = tracked.record;
-  deps.log.warn({ job: job.id, route: route.name, attempt: attempts, durationMs: call.durationMs, error, retryInMs: delayMs }, "attempt failed");
+  deps.log.warn({ job: job.id, route: route.name, attempt: attempts, durationMs: call.durationMs, error, detail, retryInMs: delayMs }, "attempt failed");
+}
+
+/**
+ * The backend could not be reached. The call that opens the route's circuit counts like any failed
+ * call; one that finds it open already (the probe, or calls that were running when it opened)
+ * costs the job nothing: it goes back to the queue until about the next probe.
+ */
+async function settleUnreachable(run: Run, err: BackendUnreachableError, call: AttemptRecord, control: CallControl): Promise<void> {
+  const detail = detailOf(err) ?? err.message;
+  if (!control.gate.unreachable(detail)) return retryOrFail(run, err, call);
+  const { deps, job, route, msg, tracked } = run;
+  const delayMs = control.gate.holdDelayMs();
+  const uncounted = { durationMs: call.durationMs, outcome: call.outcome };
+  if (!(await writeRecord(run, () => handBack(deps.store, tracked, uncounted, toFailure(err))))) return settleLost(run);
+  msg.nak(delayMs);
+  deps.log.info({ job: job.id, route: route.name, detail, retryInMs: delayMs }, "backend unreachable while the route is paused: the job waits, not counted");
 }
 
 /**
  * Decides what a call that threw means. Rethrows when the message must go back to the queue
  * untouched (a shutdown, or our own trouble such as a NATS write that failed): the caller naks it.
  */
-async function settleError(run: Run, err: unknown, signal: AbortSignal): Promise<void> {
+async function settleError(run: Run, err: unknown, control: CallControl): Promise<void> {
+  const { signal } = control.abort;
   const startedAt = run.tracked.record.updatedAt;
   const durationMs = Date.now() - startedAt;
   if (signal.aborted) {
@@ -265,12 +220,26 @@ async function settleError(run: Run, err: unknown, signal: AbortSignal): Promise
     throw err;
   }
   const call: AttemptRecord = { attempt: run.tracked.record.attempts, startedAt, durationMs, outcome: outcomeOf(err) };
-  if (isRetryable(err)) await retryOrFail(run, err, call);
-  else if (err instanceof ResponseTooLargeError || err instanceof RequestBodyMissingError) await fail(run, err, call);
-  else {
-    // Not the job's fault either. If NATS takes the write, the next start does not count this one as an interruption.
-    await handBack(run.deps.store, run.tracked, { durationMs, outcome: "error" }).catch(() => undefined);
-    throw err;
+  if (err instanceof BackendUnreachableError) return settleUnreachable(run, err, call, control);
+  if (isRetryable(err)) return retryOrFail(run, err, call);
+  if (err instanceof ResponseTooLargeError || err instanceof RequestBodyMissingError) return fail(run, err, { call });
+  if (err instanceof StoredRequestInvalidError) return fail(run, err);
+  // Not the job's fault either. If NATS takes the write, the next start does not count this one as an interruption.
+  await handBack(run.deps.store, run.tracked, { durationMs, outcome: "error" }).catch(() => undefined);
+  if (!(err instanceof ResultStreamError)) throw err;
+  // The backend answered, but its streamed body could not be stored: the next call waits a backoff, not a second.
+  run.deps.observer?.resultStoreFailed?.(run.route.name);
+  const delayMs = backoffDelayMs(run.msg.info.deliveryCount + 1, run.route.backoff);
+  throw new GiveBackError(delayMs, "storing the streamed response body failed; the job goes back to the queue", { cause: err });
+}
+
+/** Writes the record again when it is old enough to age out of the jobs bucket before the call ends. */
+async function refreshRecord(run: Run): Promise<void> {
+  if (Date.now() - run.writtenAt < run.deps.recordRefreshMs()) return;
+  try {
+    await writeRecord(run, () => touchRunning(run.deps.store, run.tracked));
+  } catch (err) {
+    run.deps.log.debug({ err, job: run.job.id }, "touching a running job's record failed; the next tick tries again");
   }
 }
 
@@ -278,26 +247,31 @@ async function settleError(run: Run, err: unknown, signal: AbortSignal): Promise
  * Runs one delivery of a job. Resolves when the message has been acked, nak'ed or terminated;
  * rejects when it must be handed back to the queue as it is (the caller naks it).
  */
-export async function runAttempt(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg, abort: AbortController): Promise<void> {
-  const begun = await begin(withJobTrace(deps, job), job, route, msg);
+export async function runAttempt(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg, control: CallControl): Promise<void> {
+  const traced = withJobTrace(deps, job);
+  if (control.gate.admission.kind === "hold") return holdBack(traced, job, route, msg, control.gate);
+  const begun = await begin(traced, job, route, msg);
   if (!begun) return;
-  const run = startTraced({ ...begun, deps });
+  const run = startAttemptTrace(begun, deps);
   const { attempts: attempt, updatedAt: startedAt } = run.tracked.record;
-  run.deps.log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered }, "job started");
+  run.deps.log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered, probe: control.gate.admission.kind === "probe" }, "job started");
   deps.observer?.jobStarted?.(route.name, attempt, msg.redelivered);
-  const heartbeat = setInterval(() => msg.working(), deps.heartbeatMs());
+  const heartbeat = startHeartbeat({ msg, periodMs: () => deps.heartbeatMs(), onTick: () => refreshRecord(run) });
+  control.refresh = () => heartbeat.beat();
   // Reported once per started call, however it ends (`error`: our own trouble, e.g. a store write failed).
   let outcome = "error";
   let error: unknown;
   try {
-    outcome = await callAndComplete(run, abort.signal);
+    outcome = await callAndComplete(run, control);
   } catch (err) {
     error = err;
-    outcome = abort.signal.aborted ? "aborted" : outcomeOf(err);
-    await settleError(run, err, abort.signal);
+    outcome = control.abort.signal.aborted ? "aborted" : outcomeOf(err);
+    endBackendCallTrace(run, { outcome, error: err, ...(err instanceof BackendStatusError ? { status: err.backendStatus } : {}) });
+    await settleError(run, err, control);
   } finally {
-    clearInterval(heartbeat);
+    heartbeat.stop();
+    control.refresh = undefined;
     deps.observer?.callFinished?.(route.name, outcome, Date.now() - startedAt);
-    if (run.trace) endSpan(run.trace.span, error === undefined ? { outcome } : { outcome, error });
+    endAttemptTrace(run, outcome, error);
   }
 }

@@ -42,7 +42,8 @@ export function createBackendAgent(): Agent {
 
 export interface BackendCallOptions {
   agent: Agent;
-  upstream: string;
+  /** The absolute URL to call: the backend's base URL and the job's path (see `toBackendUrl`). */
+  url: string;
   request: JobRequest;
   /** The request body: bytes from the queue message, or a stream from the Object Store (claim check). */
   body: Uint8Array | ReadableStream<Uint8Array>;
@@ -63,8 +64,9 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
   const classify = (err: unknown): unknown => {
     if (timeout.aborted) return new BackendTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
     if (options.signal?.aborted) return options.signal.reason ?? err;
-    const reason = err instanceof Error ? describeNetworkError(err) : String(err);
-    return new BackendUnreachableError(`the backend could not be reached: ${reason}`, { cause: err });
+    // The address and error code (`ECONNREFUSED 10.0.0.7:3000`) stay in `cause`, for the log:
+    // the message is stored where clients read it.
+    return new BackendUnreachableError("the backend could not be reached", { cause: err });
   };
 
   const headers = [...job.headers];
@@ -81,7 +83,7 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
 
   let res: Awaited<ReturnType<typeof request>>;
   try {
-    res = await request(options.upstream + job.url, {
+    res = await request(options.url, {
       dispatcher: options.agent,
       method: job.method as "GET",
       // Filtered on accept (hop-by-hop and Content-Length gone, X-Forwarded-* added): sent as stored.
@@ -117,7 +119,8 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
   };
 }
 
-function describeNetworkError(err: Error): string {
+/** A network error in full, for the log: its code and message (`ECONNREFUSED (connect ECONNREFUSED 10.0.0.7:3000)`). */
+export function describeNetworkError(err: Error): string {
   const cause = err.cause instanceof Error ? err.cause : undefined;
   const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? (err as NodeJS.ErrnoException).code;
   return code ? `${code} (${cause?.message ?? err.message})` : err.message;

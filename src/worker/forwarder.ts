@@ -7,6 +7,13 @@
  *   the calls in flight across all workers. Each subscription pulls at most that many.
  * - A route removed from the config keeps being pulled from while its consumer exists: its queued
  *   jobs are worked with the `defaults` settings.
+ * - Each route has a circuit in this process (`circuit-board.ts`): while its backend is
+ *   unreachable, the route's messages are taken and given back with a delay (nak), uncounted,
+ *   rather than left unpulled: the consumer's MaxAckPending still bounds them, the server keeps
+ *   redelivering them to whichever worker's circuit is closed, and a held job's deadline is
+ *   checked each time it comes back.
+ * - A reload that lowers AckWait is prepared before the consumers change (`prepare`): every
+ *   running call heartbeats at once and from then on at the new period.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
@@ -15,14 +22,19 @@ import { routeTableOf } from "../config/index.js";
 import type { Config, RouteConfig } from "../config/index.js";
 import type { Logger } from "../log.js";
 import { subscribeCancelNotices } from "../jobs/cancel.js";
-import { decodeEnvelope } from "../jobs/envelope.js";
 import type { JobStore } from "../jobs/store.js";
+import { jobsMaxAgeMs } from "../nats/provision.js";
 import { DISABLED_TRACING } from "../tracing/index.js";
 import type { Tracing } from "../tracing/index.js";
 import { AbortReason, runAttempt } from "./attempt.js";
-import type { AttemptDeps } from "./attempt.js";
+import type { AttemptDeps, CallControl } from "./attempt.js";
 import { createBackendAgent } from "./backend-call.js";
+import { createCircuitBoard } from "./circuit-board.js";
+import type { CircuitBoard } from "./circuit-board.js";
 import type { ForwarderObserver } from "./observer.js";
+import { identifyJob } from "./request-check.js";
+import { GiveBackError } from "./run.js";
+import { rejectRequest } from "./settle.js";
 
 export type { ForwarderObserver } from "./observer.js";
 export { MAX_INTERRUPTIONS } from "./attempt.js";
@@ -31,6 +43,8 @@ export { MAX_INTERRUPTIONS } from "./attempt.js";
 const PULL_EXPIRES_MS = 5_000;
 /** Shortest heartbeat period, whatever AckWait is. */
 const MIN_HEARTBEAT_MS = 50;
+/** Wait before a message given back for our own trouble (a NATS write that failed) is delivered again. */
+const GIVE_BACK_DELAY_MS = 1_000;
 
 export interface ForwarderOptions {
   config: Config;
@@ -63,12 +77,19 @@ export interface Forwarder {
    * route's consumer is still drained. Call after `provision` has created the new routes' consumers.
    */
   reconfigure(config: Config): Promise<void>;
+  /**
+   * Gets running calls ready for a config about to be provisioned, before JetStream applies it: a
+   * lower `nats.ackWait` or a shorter jobs-bucket age (`ttl` + `timeout`) takes effect for the
+   * heartbeats at once, every running call heartbeats now, and records old enough to age out
+   * under the new settings are written again. Resolves once they are.
+   */
+  prepare(next: Config): Promise<void>;
 }
 
 interface RunningCall {
   readonly jobId: string;
   readonly done: Promise<void>;
-  readonly abort: AbortController;
+  readonly control: CallControl;
 }
 
 interface Subscription {
@@ -84,11 +105,14 @@ class ForwarderState {
   /** Settings of every route pulled from, removed ones included (their queues are still drained). */
   readonly routes = new Map<string, RouteConfig>();
   readonly deps: AttemptDeps;
+  /** A config about to be provisioned (see `prepare`); its shorter AckWait and record age already apply. */
+  prepared: Config | undefined;
 
   constructor(
     public config: Config,
     readonly options: ForwarderOptions,
     agent: Agent,
+    readonly circuits: CircuitBoard,
   ) {
     for (const route of config.routes) this.routes.set(route.name, route);
     const { store, log, observer } = options;
@@ -99,7 +123,8 @@ class ForwarderState {
       observer,
       tracing: options.tracing ?? DISABLED_TRACING,
       backendUrl: () => this.config.upstream,
-      heartbeatMs: () => Math.max(MIN_HEARTBEAT_MS, Math.floor(this.config.nats.ackWaitMs / 3)),
+      heartbeatMs: () => Math.max(MIN_HEARTBEAT_MS, Math.floor(Math.min(this.ackWaitMs(), this.recordMaxAgeMs()) / 3)),
+      recordRefreshMs: () => Math.floor(this.recordMaxAgeMs() / 3),
     };
   }
 
@@ -107,26 +132,42 @@ class ForwarderState {
     return this.options.log;
   }
 
-  /** Starts one delivered message; never throws (a message that is no job is terminated). */
+  /** The consumers' AckWait now, or soon: the lower of the config in force and one being provisioned. */
+  ackWaitMs(): number {
+    return Math.min(this.config.nats.ackWaitMs, this.prepared?.nats.ackWaitMs ?? Infinity);
+  }
+
+  /** The jobs bucket's max_age now, or soon (as {@link ackWaitMs}). */
+  recordMaxAgeMs(): number {
+    return Math.min(jobsMaxAgeMs(this.config), this.prepared ? jobsMaxAgeMs(this.prepared) : Infinity);
+  }
+
+  /** Starts one delivered message; never throws (a message that names no job is terminated). */
   start(route: string, msg: JsMsg): void {
-    const job = decodeEnvelope(msg.headers);
-    if (!job || job.route !== route) {
+    const found = identifyJob(this.options.store.context.names, route, msg);
+    if (!found) {
       this.log.error({ subject: msg.subject, seq: msg.seq }, "dropping a message that is not a slowlane request");
       msg.term();
       return;
     }
+    const { job, invalid } = found;
     const settings = this.routes.get(route) ?? routeTableOf(this.config).settingsOf(route);
-    const abort = new AbortController();
+    const control: CallControl = { abort: new AbortController(), gate: this.circuits.gate(settings), refresh: undefined };
+    const { signal } = control.abort;
+    const attempt = invalid === undefined ? runAttempt(this.deps, job, settings, msg, control) : rejectRequest(this.deps, job, settings, msg, invalid);
     const call: RunningCall = {
       jobId: job.id,
-      abort,
-      done: runAttempt(this.deps, job, settings, msg, abort)
+      control,
+      done: attempt
         .catch((err: unknown) => {
           // Not the backend's fault (NATS write failed, shutdown): let another attempt run it soon.
-          if (!abort.signal.aborted) this.log.error({ err, subject: msg.subject }, "job interrupted; it will be redelivered");
-          msg.nak(abort.signal.aborted ? 0 : 1_000);
+          if (!signal.aborted) this.log.error({ err, subject: msg.subject }, "job interrupted; it will be redelivered");
+          msg.nak(signal.aborted ? 0 : err instanceof GiveBackError ? err.delayMs : GIVE_BACK_DELAY_MS);
         })
-        .finally(() => this.running.delete(call)),
+        .finally(() => {
+          control.gate.done();
+          this.running.delete(call);
+        }),
     };
     this.running.add(call);
   }
@@ -152,7 +193,7 @@ class ForwarderState {
   }
 
   abortJob(id: string, reason: AbortReason): void {
-    for (const call of this.running) if (call.jobId === id) call.abort.abort(reason);
+    for (const call of this.running) if (call.jobId === id) call.control.abort.abort(reason);
   }
 }
 
@@ -170,6 +211,7 @@ async function subscribeAll(state: ForwarderState): Promise<void> {
 
 async function reconfigure(state: ForwarderState, next: Config): Promise<void> {
   state.config = next;
+  state.prepared = undefined;
   for (const route of next.routes) {
     state.routes.set(route.name, route);
     const current = state.subscriptions.get(route.name);
@@ -189,14 +231,25 @@ async function drain(state: ForwarderState, drainMs: number): Promise<void> {
   const drained = await Promise.race([all.then(() => true), sleep(drainMs, false, { ref: false })]);
   if (!drained) {
     state.log.warn({ inFlight: state.running.size }, "drain timeout: aborting running calls; they go back to the queue");
-    for (const call of state.running) call.abort.abort(AbortReason.Shutdown);
+    for (const call of state.running) call.control.abort.abort(AbortReason.Shutdown);
     await all;
   }
 }
 
+/** See {@link Forwarder.prepare}. */
+async function prepare(state: ForwarderState, next: Config): Promise<void> {
+  const lowers = next.nats.ackWaitMs < state.ackWaitMs() || jobsMaxAgeMs(next) < state.recordMaxAgeMs();
+  state.prepared = next;
+  if (!lowers) return;
+  await Promise.all([...state.running].map((call) => call.control.refresh?.()));
+  // The heartbeats are on the wire before the request that lowers AckWait.
+  await state.options.store.context.nc.flush().catch(() => undefined);
+}
+
 export async function createForwarder(options: ForwarderOptions): Promise<Forwarder> {
   const agent = options.agent ?? createBackendAgent();
-  const state = new ForwarderState(options.config, options, agent);
+  const circuits = createCircuitBoard({ context: options.store.context, log: options.log, observer: options.observer });
+  const state = new ForwarderState(options.config, options, agent, circuits);
   await subscribeAll(state);
   const cancels = subscribeCancelNotices(options.store.context, (id) => state.abortJob(id, AbortReason.Canceled));
   state.log.info({ routes: options.config.routes.map((r) => r.name) }, "forwarder started");
@@ -215,9 +268,11 @@ export async function createForwarder(options: ForwarderOptions): Promise<Forwar
       }
     },
     reconfigure: (next) => reconfigure(state, next),
+    prepare: (next) => prepare(state, next),
     async close(drainMs = 25_000) {
       cancels.unsubscribe();
       await drain(state, drainMs);
+      await circuits.close();
       if (options.agent === undefined) await agent.close();
     },
   };

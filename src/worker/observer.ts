@@ -8,4 +8,8 @@ export interface ForwarderObserver {
   callFinished?(route: string, outcome: string, durationMs: number): void;
   /** A job reached a final state. */
   jobFinished?(route: string, status: JobStatus): void;
+  /** A route's circuit opened (`open`: the backend is unreachable, the route is paused in this process) or closed. */
+  circuitChanged?(route: string, open: boolean): void;
+  /** Writing a job's result (its body or its completed record) failed after the backend answered; the write is retried. */
+  resultStoreFailed?(route: string): void;
 }

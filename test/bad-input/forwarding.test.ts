@@ -7,48 +7,27 @@
  */
 import { request as httpRequest } from "node:http";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import type { BackendCall } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
-import { waitFor } from "../helpers/wait.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { head, sendRaw } from "./raw-http.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
-let slowlane: TestApp;
+const slowlane = useSlowlane({
+  environment: env,
+  stream: "forwarding",
+  config: { nats: { ackWait: "2s" }, defaults: { attempts: 1, retryAfter: "1s" } },
+  routes: [{ name: "echo", methods: ["GET", "POST", "PUT"], path: "/echo/async/**" }],
+});
 let port: number;
 
-beforeAll(async () => {
-  slowlane = await startApp(
-    makeConfig({
-      listen: "127.0.0.1:0",
-      upstream: env.backend.url,
-      nats: { servers: env.nats.url, stream: uniqueStream("forwarding"), ackWait: "2s" },
-      defaults: { attempts: 1, retryAfter: "1s" },
-      routes: [{ name: "echo", methods: ["GET", "POST", "PUT"], path: "/echo/async/**" }],
-    }),
-  );
-  await slowlane.app.ready;
+beforeAll(() => {
   port = Number(new URL(slowlane.url).port);
 });
 
-afterAll(async () => {
-  await slowlane?.close();
-});
-
 /** Waits for a job to finish and returns its status body. */
-async function finished(id: string): Promise<Record<string, unknown>> {
-  const res = await waitFor(
-    async () => {
-      const r = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
-      return r.status === 303 ? r : undefined;
-    },
-    { what: `job ${id} to finish` },
-  );
-  return res.body as Record<string, unknown>;
-}
+const finished = async (id: string) => (await slowlane.waitFinal(id)).body as Record<string, unknown>;
 
 let probes = 0;
 

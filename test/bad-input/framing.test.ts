@@ -8,11 +8,11 @@
  * that nothing else was queued.
  */
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
+import { uniqueStream } from "../helpers/slowlane.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 import { head, sendRaw } from "./raw-http.js";
 import type { RawExchange } from "./raw-http.js";
@@ -20,28 +20,19 @@ import type { RawExchange } from "./raw-http.js";
 const env = useNatsAndBackend();
 const { streamMessages } = useJetStreamInspector(env);
 const stream = uniqueStream("framing");
-let slowlane: TestApp;
+const slowlane = useSlowlane({
+  environment: env,
+  role: "proxy",
+  config: { nats: { stream } },
+  routes: [
+    { name: "jobs", methods: ["POST", "PUT"], path: "/async/**" },
+    { name: "small", methods: ["POST"], path: "/small/**", maxBodySize: "1KiB" },
+  ],
+});
 let port: number;
 
-beforeAll(async () => {
-  slowlane = await startApp(
-    makeConfig({
-      listen: "127.0.0.1:0",
-      upstream: env.backend.url,
-      nats: { servers: env.nats.url, stream },
-      routes: [
-        { name: "jobs", methods: ["POST", "PUT"], path: "/async/**" },
-        { name: "small", methods: ["POST"], path: "/small/**", maxBodySize: "1KiB" },
-      ],
-    }),
-    "proxy",
-  );
-  await slowlane.app.ready;
+beforeAll(() => {
   port = Number(new URL(slowlane.url).port);
-});
-
-afterAll(async () => {
-  await slowlane?.close();
 });
 
 const queuedMessages = () => streamMessages(stream);

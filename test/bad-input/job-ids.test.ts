@@ -6,41 +6,32 @@
  */
 import { randomBytes } from "node:crypto";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
+import { JOBS } from "../helpers/jobs.js";
+import { uniqueStream } from "../helpers/slowlane.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { head, parseResponses, sendRaw } from "./raw-http.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
 const { streamMessages } = useJetStreamInspector(env);
 const stream = uniqueStream("jobids");
-let slowlane: TestApp;
+const slowlane = useSlowlane({
+  environment: env,
+  role: "proxy",
+  config: { nats: { stream } },
+  routes: [{ name: "jobs", methods: ["POST"], path: "/async/**" }],
+});
 let port: number;
 /** A real queued job (no workers run here): it must still be there after every case. */
 let realId: string;
 
 beforeAll(async () => {
-  slowlane = await startApp(
-    makeConfig({
-      listen: "127.0.0.1:0",
-      upstream: env.backend.url,
-      nats: { servers: env.nats.url, stream },
-      routes: [{ name: "jobs", methods: ["POST"], path: "/async/**" }],
-    }),
-    "proxy",
-  );
-  await slowlane.app.ready;
   port = Number(new URL(slowlane.url).port);
   const res = await request(slowlane.url).post("/async/real").send("real job");
   expect(res.status).toBe(202);
   realId = res.body.id as string;
-});
-
-afterAll(async () => {
-  await slowlane?.close();
 });
 
 /** The process still answers passthrough and the status of the real job; the backend saw only the probe. */

@@ -8,44 +8,33 @@
 import { once } from "node:events";
 import { connect } from "node:net";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Config } from "../../src/config/index.js";
+import { beforeAll, describe, expect, it } from "vitest";
 import { SERVER_LIMITS } from "../../src/proxy/server.js";
 import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 import { head, parseResponses, sendRaw } from "./raw-http.js";
 
 const env = useNatsAndBackend();
 const { streamMessages } = useJetStreamInspector(env);
-let config: Config;
-let slowlane: TestApp;
+const slowlane = useSlowlane({
+  environment: env,
+  role: "proxy",
+  stream: "slow",
+  serverLimits: { ...SERVER_LIMITS, headersTimeoutMs: 300, requestTimeoutMs: 1_000, connectionsCheckingIntervalMs: 50 },
+  routes: [{ name: "jobs", methods: ["POST"], path: "/async/**" }],
+});
 let url: string;
 let port: number;
 
-beforeAll(async () => {
-  config = makeConfig({
-    listen: "127.0.0.1:0",
-    upstream: env.backend.url,
-    nats: { servers: env.nats.url, stream: uniqueStream("slow") },
-    routes: [{ name: "jobs", methods: ["POST"], path: "/async/**" }],
-  });
-  slowlane = await startApp(config, "proxy", 2_000, {
-    serverLimits: { ...SERVER_LIMITS, headersTimeoutMs: 300, requestTimeoutMs: 1_000, connectionsCheckingIntervalMs: 50 },
-  });
-  await slowlane.app.ready;
+beforeAll(() => {
   url = slowlane.url;
   port = Number(new URL(url).port);
 });
 
-afterAll(async () => {
-  await slowlane?.close();
-});
-
-const queuedMessages = () => streamMessages(config.nats.stream);
+const queuedMessages = () => streamMessages(slowlane.stream);
 
 let probes = 0;
 

@@ -10,13 +10,13 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestBackend } from "../helpers/backend.js";
 import type { TestBackend } from "../helpers/backend.js";
+import { JOBS, submitJob } from "../helpers/jobs.js";
 import { startNatsCluster } from "../helpers/nats-cluster.js";
 import type { NatsCluster } from "../helpers/nats-cluster.js";
 import { spawnSlowlane, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
 import type { ChildSlowlane } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const stream = uniqueStream("cluster");
 let cluster: NatsCluster;
 let backend: TestBackend;
@@ -49,18 +49,12 @@ afterAll(async () => {
   await Promise.all([backend?.close(), cluster?.close()]);
 });
 
-/** POSTs until a 202: a 503 means nothing was accepted (NATS failing over), so the client may retry. */
+/** Submits until a 202: a 503 means nothing was accepted (NATS failing over), so the client may retry. */
 async function submit(proxy: string, tag: string, ms: number): Promise<string> {
-  return waitFor(
-    async () => {
-      const res = await fetch(`${proxy}/slow?ms=${ms}&tag=${tag}`, { method: "POST", body: tag });
-      const body = (await res.json()) as { id?: string };
-      if (res.status === 202) return body.id;
-      if (res.status !== 503) throw new Error(`unexpected ${res.status} on accept`);
-      return undefined;
-    },
-    { timeoutMs: 30_000, what: `a 202 for ${tag}` },
-  );
+  return waitFor(() => submitJob(proxy, "post", `/slow?ms=${ms}&tag=${tag}`, { body: tag }), {
+    timeoutMs: 30_000,
+    what: `a 202 for ${tag}`,
+  });
 }
 
 async function status(proxy: string, id: string): Promise<{ status: number; body: Record<string, unknown> }> {

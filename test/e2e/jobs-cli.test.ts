@@ -24,12 +24,12 @@ import { getRecord, putRecord } from "../helpers/records.js";
 import { startTestBackend } from "../helpers/backend.js";
 import type { TestBackend } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
+import { JOBS } from "../helpers/jobs.js";
 import { makeConfig, spawnSlowlane, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
 import type { ChildSlowlane } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const CLI = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
 
 interface CliResult {

@@ -3,14 +3,12 @@
  * concurrency across two workers, and a call longer than AckWait that must not run twice.
  * Needs `npm run build` first (npm test does it).
  */
-import request from "supertest";
 import { afterEach, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, spawnSlowlane, startApp, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
 import type { ChildSlowlane, TestApp } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
 const children: ChildSlowlane[] = [];
 const apps: TestApp[] = [];
@@ -39,20 +37,9 @@ async function cluster(workers: number, route: Record<string, unknown>) {
   return { proxy, workers: spawned };
 }
 
-async function submit(proxy: TestApp, ms: number, tag: string): Promise<string> {
-  const res = await request(proxy.url).post(`/slow?ms=${ms}&tag=${tag}`).send(tag);
-  expect(res.status).toBe(202);
-  return res.body.id as string;
-}
-
+/** Waits until the job is final, which must be completed. */
 async function waitCompleted(proxy: TestApp, id: string, timeoutMs = 30_000) {
-  const res = await waitFor(
-    async () => {
-      const r = await request(proxy.url).get(`${JOBS}/${id}`).redirects(0);
-      return r.status === 303 ? r : undefined;
-    },
-    { timeoutMs, what: `job ${id}` },
-  );
+  const res = await proxy.waitFinal(id, timeoutMs);
   expect(res.body.status).toBe("completed");
   return res;
 }
@@ -60,7 +47,7 @@ async function waitCompleted(proxy: TestApp, id: string, timeoutMs = 30_000) {
 describe("forwarder workers", () => {
   it("a worker SIGKILLed mid-call: another worker runs the job to completion", async () => {
     const { proxy, workers } = await cluster(2, { concurrency: 4 });
-    const id = await submit(proxy, 2_500, "crash");
+    const id = await proxy.submit("post", "/slow?ms=2500&tag=crash", { body: "crash" });
     const victim = await waitFor(() => workers.find((w) => w.logs.some((l) => l.msg === "job started" && l.job === id)));
     await waitFor(() => env.backend.callsTo("/slow?ms=2500&tag=crash").length === 1);
     victim.child.kill("SIGKILL");
@@ -80,7 +67,7 @@ describe("forwarder workers", () => {
     const { proxy } = await cluster(2, { concurrency: 2 });
     const before = env.backend.callsTo("/slow?ms=400&tag=conc").length;
     env.backend.resetPeak();
-    const ids = await Promise.all(Array.from({ length: 8 }, () => submit(proxy, 400, "conc")));
+    const ids = await Promise.all(Array.from({ length: 8 }, () => proxy.submit("post", "/slow?ms=400&tag=conc", { body: "conc" })));
     for (const id of ids) await waitCompleted(proxy, id);
     expect(env.backend.callsTo("/slow?ms=400&tag=conc").length - before).toBe(8);
     // Never more than the route's concurrency at once, and the limit is used, not serialised.
@@ -89,7 +76,7 @@ describe("forwarder workers", () => {
 
   it("does not run a call that outlasts AckWait twice", async () => {
     const { proxy } = await cluster(2, { concurrency: 4 });
-    const id = await submit(proxy, 3_500, "long");
+    const id = await proxy.submit("post", "/slow?ms=3500&tag=long", { body: "long" });
     const done = await waitCompleted(proxy, id);
     expect(done.body.attempts).toBe(1);
     expect(env.backend.callsTo("/slow?ms=3500&tag=long")).toHaveLength(1);

@@ -4,8 +4,8 @@
  * there. A 503 or no answer is the proxy still recovering, so the job is polled again.
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { JOBS } from "../helpers/jobs.js";
 import type { FaultAnswer } from "./fault-backend.js";
-import { JOBS_PATH } from "./fault-cluster.js";
 import { describeFailure } from "./proxy-client.js";
 import type { ProxyAnswer, ProxyClient } from "./proxy-client.js";
 import type { Accepted } from "./submitter.js";
@@ -51,7 +51,7 @@ function parseJson<T>(text: string): T | undefined {
 
 /** A verdict, or a string saying why the job must be polled again. */
 async function checkOne(client: ProxyClient, job: Accepted): Promise<Verdict | string> {
-  const statusUrl = `${JOBS_PATH}/${job.id}`;
+  const statusUrl = `${JOBS}/${job.id}`;
   let answer: ProxyAnswer;
   try {
     answer = await client.send("GET", statusUrl);

@@ -5,6 +5,9 @@
  *
  * A submission key is `<token>#<try>`: one HTTP submission, which the proxy turns into at most
  * one job. The client retries a token under a new `try` when it got no 202.
+ *
+ * The nemesis can kill it (every connection cut, the port closed: calls in flight get a reset,
+ * new ones are refused) and start it again on the same port; its counts survive.
  */
 import { once } from "node:events";
 import { createServer } from "node:http";
@@ -37,6 +40,10 @@ export interface FaultBackend {
   hasAnswered(key: string): boolean;
   /** Every submission key the backend has seen, with its call count. */
   callCounts(): ReadonlyMap<string, number>;
+  /** Cuts every connection and stops listening, as a crashed backend process would. */
+  kill(): Promise<void>;
+  /** Listens again on the same port. */
+  restart(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,6 +92,14 @@ export async function startFaultBackend(options: FaultBackendOptions): Promise<F
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   const { port } = server.address() as AddressInfo;
+  let listening = true;
+  const stop = async (): Promise<void> => {
+    if (!listening) return;
+    listening = false;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of sockets) s.destroy();
+    await closed;
+  };
 
   return {
     url: `http://127.0.0.1:${port}`,
@@ -97,9 +112,13 @@ export async function startFaultBackend(options: FaultBackendOptions): Promise<F
     callsFor: (key) => callCounts.get(key) ?? 0,
     hasAnswered: (key) => answeredKeys.has(key),
     callCounts: () => callCounts,
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+    kill: stop,
+    async restart() {
+      if (listening) return;
+      server.listen(port, "127.0.0.1");
+      await once(server, "listening");
+      listening = true;
     },
+    close: stop,
   };
 }

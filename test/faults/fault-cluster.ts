@@ -5,6 +5,7 @@
  */
 import { rmSync } from "node:fs";
 import { dirname } from "node:path";
+import { JOBS } from "../helpers/jobs.js";
 import { getFreePort, startNatsServer } from "../helpers/nats.js";
 import type { NatsServer } from "../helpers/nats.js";
 import { spawnSlowlane, uniqueStream, waitForLog, writeConfigFile } from "../helpers/slowlane.js";
@@ -15,7 +16,6 @@ import type { ProxyClient } from "./proxy-client.js";
 import { pick } from "./random.js";
 import type { Random } from "./random.js";
 
-export const JOBS_PATH = "/_slowlane/jobs";
 /** A well-formed id no job has: the proxy answers 404 once it can read JetStream, 503 before. */
 const PROBE_ID = "AAAAAAAAAAAAAAAAAAAAAA";
 /** How long a process may take to come back (start-up on two busy cores, NATS recovering its store). */
@@ -93,8 +93,18 @@ export async function startFaultCluster(options: FaultClusterOptions): Promise<F
       upstream: options.backendUrl,
       nats: { servers: nats.url, stream, ackWait: "2s" },
       defaults: { ttl: "1h", retryAfter: "1s" },
+      // Few attempts and short backoffs: without the route's circuit, the backend's outage (a few
+      // seconds) would use up every attempt of the jobs running or queued then, and fail them.
       routes: [
-        { name: "jobs", methods: ["POST"], path: "/work/**", attempts: 100, timeout: "30s", concurrency: options.concurrency },
+        {
+          name: "jobs",
+          methods: ["POST"],
+          path: "/work/**",
+          attempts: 5,
+          timeout: "30s",
+          concurrency: options.concurrency,
+          backoff: { initial: "200ms", max: "2s" },
+        },
       ],
     });
     const proxyUrl = `http://127.0.0.1:${port}`;
@@ -116,7 +126,7 @@ export async function startFaultCluster(options: FaultClusterOptions): Promise<F
     const proxyCanAccept = (): Promise<unknown> =>
       waitFor(
         async () => {
-          const answer = await client.send("GET", `${JOBS_PATH}/${PROBE_ID}`).catch(() => undefined);
+          const answer = await client.send("GET", `${JOBS}/${PROBE_ID}`).catch(() => undefined);
           return answer?.status === 404;
         },
         { timeoutMs: RECOVERY_TIMEOUT_MS, intervalMs: 50, what: "the proxy to read JetStream again" },

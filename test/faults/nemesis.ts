@@ -3,6 +3,8 @@
  * until it is due (the runner spaces them over the submissions), is applied, waits for the
  * process it hit to be back, then for the system to make progress before the next one.
  */
+import { setTimeout as sleep } from "node:timers/promises";
+import type { FaultBackend } from "./fault-backend.js";
 import type { FaultCluster } from "./fault-cluster.js";
 import { shuffle } from "./random.js";
 import type { Random } from "./random.js";
@@ -12,6 +14,8 @@ export const Fault = {
   ProxyKill: "proxy-kill",
   NatsTerm: "nats-sigterm",
   NatsKill: "nats-sigkill",
+  /** The backend killed (connections cut, port closed) for a while, then started again: the routes pause. */
+  BackendKill: "backend-kill",
 } as const;
 export type Fault = (typeof Fault)[keyof typeof Fault];
 
@@ -19,7 +23,7 @@ export type Fault = (typeof Fault)[keyof typeof Fault];
 export type FaultCounts = Record<Fault, number>;
 
 export function noFaults(): FaultCounts {
-  return { [Fault.WorkerKill]: 0, [Fault.ProxyKill]: 0, [Fault.NatsTerm]: 0, [Fault.NatsKill]: 0 };
+  return { [Fault.WorkerKill]: 0, [Fault.ProxyKill]: 0, [Fault.NatsTerm]: 0, [Fault.NatsKill]: 0, [Fault.BackendKill]: 0 };
 }
 
 /** Every planned fault once, in a random order. */
@@ -38,6 +42,9 @@ export interface FaultEvent {
 
 export interface NemesisOptions {
   cluster: FaultCluster;
+  backend: Pick<FaultBackend, "kill" | "restart">;
+  /** How long a killed backend stays down. */
+  backendOutageMs: number;
   random: Random;
   plan: readonly Fault[];
   /** Resolves true when the fault at `index` in the plan is due, false when the run is over without it. */
@@ -72,6 +79,12 @@ export async function runNemesis(options: NemesisOptions): Promise<void> {
       case Fault.NatsKill:
         await cluster.restartNats("SIGKILL");
         detail = "restart nats-server (SIGKILL)";
+        break;
+      case Fault.BackendKill:
+        await options.backend.kill();
+        await sleep(options.backendOutageMs);
+        await options.backend.restart();
+        detail = `kill the backend for ${options.backendOutageMs} ms`;
         break;
     }
     applied[fault] += 1;

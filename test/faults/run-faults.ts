@@ -1,14 +1,15 @@
 /**
  * A Jepsen-style fault run against real processes: a private nats-server, a slowlane proxy, N
  * workers and a backend with varied latencies. A client submits jobs while a nemesis SIGKILLs
- * workers and the proxy and restarts nats-server (SIGTERM and SIGKILL); then everything is
+ * workers and the proxy, restarts nats-server (SIGTERM and SIGKILL) and kills the backend for a
+ * few seconds (longer than the route's attempts would last without the circuit); then everything is
  * healed and every accepted job is checked through its status URL, like Jepsen's queue checker:
  *
  *   lost        a 202 that never became final (or answered 404/410): must be 0
  *   failed      final with an error: 0 expected with attempts: 100
  *   duplicates  backend calls beyond the first for one accepted job: at-least-once, reported only
  *
- * Used by `faults.test.ts` (CI size) and `soak.ts` (bigger, parameters from the environment).
+ * Used by `fault-injection.test.ts` (CI size) and `soak.ts` (bigger, parameters from the environment).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -44,6 +45,8 @@ export interface FaultRunOptions {
   maxBacklog: number;
   /** Faults to apply, spread evenly over the submissions, in a random order. */
   faults: FaultCounts;
+  /** How long the backend stays down when the nemesis kills it, in ms. */
+  backendOutageMs: number;
   /** Share of backend calls that take 0.5-2 s instead of 0-300 ms. */
   slowShare: number;
   /** Seeds the order of faults, the victims, the latencies and the tokens. */
@@ -64,7 +67,8 @@ export const CI_FAULT_RUN: Omit<FaultRunOptions, "seed"> = {
   concurrency: 16,
   clientConcurrency: 8,
   maxBacklog: 200,
-  faults: { [Fault.WorkerKill]: 4, [Fault.ProxyKill]: 2, [Fault.NatsTerm]: 1, [Fault.NatsKill]: 1 },
+  faults: { [Fault.WorkerKill]: 4, [Fault.ProxyKill]: 2, [Fault.NatsTerm]: 1, [Fault.NatsKill]: 1, [Fault.BackendKill]: 1 },
+  backendOutageMs: 4_000,
   slowShare: 0.05,
   submitTimeoutMs: 70_000,
   checkTimeoutMs: 60_000,
@@ -143,7 +147,9 @@ export function readFaultRunOptions(
       [Fault.ProxyKill]: num("PROXY_KILLS", defaults.faults[Fault.ProxyKill]),
       [Fault.NatsTerm]: num("NATS_TERMS", defaults.faults[Fault.NatsTerm]),
       [Fault.NatsKill]: num("NATS_KILLS", defaults.faults[Fault.NatsKill]),
+      [Fault.BackendKill]: num("BACKEND_KILLS", defaults.faults[Fault.BackendKill]),
     },
+    backendOutageMs: num("BACKEND_OUTAGE_MS", defaults.backendOutageMs),
     seed: num("SEED", newSeed()),
     ...(env[`${prefix}_LOG_DIR`] ? { logDir: env[`${prefix}_LOG_DIR`] } : {}),
     submitTimeoutMs: num("SUBMIT_TIMEOUT_MS", defaults.submitTimeoutMs),
@@ -199,7 +205,8 @@ function summarize(report: Omit<FaultReport, "summary">, submitted: SubmitReport
   return [
     `accepted: ${report.accepted}  completed: ${report.completed}  failed: ${report.failed}  lost: ${report.lost}  ` +
       `duplicates: ${report.duplicates} (calls repeated)  not-accepted: ${report.notAccepted}  ` +
-      `faults: worker-kills=${f[Fault.WorkerKill]} proxy-kills=${f[Fault.ProxyKill]} nats-restarts=${natsRestarts}`,
+      `faults: worker-kills=${f[Fault.WorkerKill]} proxy-kills=${f[Fault.ProxyKill]} nats-restarts=${natsRestarts} ` +
+      `backend-kills=${f[Fault.BackendKill]}`,
     `  seed=${report.seed} mismatched=${report.mismatched} given-up=${report.givenUp} duplicated-jobs=${report.duplicatedJobs} ` +
       `unacknowledged-but-run=${report.unacknowledgedRuns} backend-calls=${backend.calls} ` +
       `status-reads-during-faults=${report.statusReads} status-404s=${report.statusAnomalies.length} ` +
@@ -257,6 +264,8 @@ export function createFaultRun(options: FaultRunOptions): FaultRun {
     const errors: string[] = [];
     const nemesis = runNemesis({
       cluster: system,
+      backend: calls,
+      backendOutageMs: options.backendOutageMs,
       random,
       plan,
       applied,
@@ -288,6 +297,7 @@ export function createFaultRun(options: FaultRunOptions): FaultRun {
     await nemesis;
     await reader.stop();
     note(`submitted: ${submitReport.accepted.length} accepted; faults done: ${timeline.length}/${plan.length}`);
+    await calls.restart();
     await system.heal().catch((err: unknown) => {
       errors.push(`heal: ${describeError(err)}`);
     });

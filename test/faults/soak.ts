@@ -1,7 +1,7 @@
 /**
  * The fault suite, bigger and standalone (`npm run soak`): more jobs, more workers, more faults.
  * Parameters from SOAK_JOBS, SOAK_WORKERS, SOAK_WORKER_KILLS, SOAK_PROXY_KILLS, SOAK_NATS_TERMS,
- * SOAK_NATS_KILLS, SOAK_SEED... (see run-faults.ts). Exits 1 when anything was lost, failed or
+ * SOAK_NATS_KILLS, SOAK_BACKEND_KILLS, SOAK_BACKEND_OUTAGE_MS, SOAK_SEED... (see run-faults.ts). Exits 1 when anything was lost, failed or
  * mismatched. Needs `npm run build` first.
  */
 import { CI_FAULT_RUN, createFaultRun, formatReport, readFaultRunOptions } from "./run-faults.js";
@@ -12,7 +12,8 @@ const options = readFaultRunOptions(process.env, "SOAK", {
   jobs: 20_000,
   workers: 3,
   clientConcurrency: 16,
-  faults: { [Fault.WorkerKill]: 20, [Fault.ProxyKill]: 8, [Fault.NatsTerm]: 4, [Fault.NatsKill]: 4 },
+  faults: { [Fault.WorkerKill]: 20, [Fault.ProxyKill]: 8, [Fault.NatsTerm]: 4, [Fault.NatsKill]: 4, [Fault.BackendKill]: 4 },
+  backendOutageMs: 10_000,
   submitTimeoutMs: 30 * 60_000,
   checkTimeoutMs: 5 * 60_000,
 });

@@ -4,7 +4,7 @@
  * or 410 for an accepted job is not: a client would take it as "this job does not exist".
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { JOBS_PATH } from "./fault-cluster.js";
+import { JOBS } from "../helpers/jobs.js";
 import type { ProxyClient } from "./proxy-client.js";
 import type { Random } from "./random.js";
 import type { Accepted } from "./submitter.js";
@@ -48,7 +48,7 @@ export function startStatusReader(options: {
         await sleep(50);
         continue;
       }
-      const answer = await client.send("GET", `${JOBS_PATH}/${job.id}`).catch(() => undefined);
+      const answer = await client.send("GET", `${JOBS}/${job.id}`).catch(() => undefined);
       if (answer) reads += 1;
       if (answer?.status === 404 || answer?.status === 410) {
         anomalies.push({ job, at: Date.now(), status: answer.status, body: answer.body });

@@ -8,9 +8,9 @@
  * spread over the whole run and the faults hit accepting and forwarding alike.
  */
 import { setTimeout as sleep } from "node:timers/promises";
+import { JOBS } from "../helpers/jobs.js";
 import { toSubmissionKey } from "./fault-backend.js";
 import type { FaultBackend } from "./fault-backend.js";
-import { JOBS_PATH } from "./fault-cluster.js";
 import { describeFailure } from "./proxy-client.js";
 import type { ProxyAnswer, ProxyClient } from "./proxy-client.js";
 import type { Random } from "./random.js";
@@ -67,8 +67,8 @@ const MAX_UNEXPECTED_ANSWERS = 20;
 /** `/_slowlane/jobs/<id>` → `<id>`, else undefined. */
 function idFromLocation(answer: ProxyAnswer): string | undefined {
   const location = answer.headers.location;
-  if (typeof location !== "string" || !location.startsWith(`${JOBS_PATH}/`)) return undefined;
-  return location.slice(JOBS_PATH.length + 1);
+  if (typeof location !== "string" || !location.startsWith(`${JOBS}/`)) return undefined;
+  return location.slice(JOBS.length + 1);
 }
 
 export function startSubmitter(options: SubmitOptions): Submitter {

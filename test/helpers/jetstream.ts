@@ -22,7 +22,8 @@ export interface JetStreamInspector {
   hasObject(store: string, name: string): Promise<boolean>;
 }
 
-export function useJetStreamInspector(env: TestEnvironment): JetStreamInspector {
+/** `env`: anything with the nats-server, read in `beforeAll` (`useNatsAndBackend()`, `useSlowlane()`). */
+export function useJetStreamInspector(env: Pick<TestEnvironment, "nats">): JetStreamInspector {
   let nc: NatsConnection | undefined;
   beforeAll(async () => {
     nc = await connect({ servers: env.nats.url });

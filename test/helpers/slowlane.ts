@@ -1,6 +1,7 @@
 /**
  * Starting slowlane in tests: in-process (`startApp`, logs captured as parsed pino lines) or as a
- * real child process of the built CLI (`spawnSlowlane`), for tests that kill it.
+ * real child process of the built CLI (`spawnSlowlane`), for tests that kill it. A file whose tests
+ * share one slowlane starts it with `useSlowlane` (use-slowlane.ts), which builds on `startApp`.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -15,6 +16,8 @@ import type { Role, Slowlane, SlowlaneOptions } from "../../src/app.js";
 import { parseConfig } from "../../src/config/index.js";
 import type { Config } from "../../src/config/index.js";
 import { createLogger } from "../../src/log.js";
+import { createJobsClient } from "./jobs.js";
+import type { JobsClient } from "./jobs.js";
 import { waitFor } from "./wait.js";
 
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
@@ -50,9 +53,9 @@ function withFreeAdminPort(doc: Record<string, unknown>): Record<string, unknown
   return "admin" in doc ? doc : { ...doc, admin: { listen: "127.0.0.1:0" } };
 }
 
-/** A YAML document as ops would write it, parsed by the real loader. */
-export function makeConfig(doc: Record<string, unknown>): Config {
-  return parseConfig(stringify(withFreeAdminPort(doc)), { file: "test.yaml", env: {} });
+/** A YAML document as ops would write it, parsed by the real loader (`env`: the environment overrides it sees). */
+export function makeConfig(doc: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): Config {
+  return parseConfig(stringify(withFreeAdminPort(doc)), { file: "test.yaml", env });
 }
 
 /** A unique stream prefix, so tests sharing a nats-server never share state. */
@@ -60,23 +63,41 @@ export function uniqueStream(label: string): string {
   return `T${label.replace(/[^A-Za-z0-9]/g, "")}${Math.random().toString(36).slice(2, 8)}`;
 }
 
-export interface TestApp {
+export interface TestApp extends JobsClient {
   readonly app: Slowlane;
+  /** The config it was started with. */
+  readonly config: Config;
+  /** `http://host:port` of the proxy; "" for a worker. */
   readonly url: string;
+  /** Every log line, parsed (pino at `debug`). */
   readonly logs: LogLine[];
   close(): Promise<void>;
 }
 
-export async function startApp(
-  config: Config,
-  role: Role = "run",
-  drainMs = 2_000,
-  options: Pick<SlowlaneOptions, "serverLimits" | "env" | "tracing"> = {},
-): Promise<TestApp> {
+export interface StartAppOptions {
+  /** Default `run` (proxy and worker in one process). */
+  role?: Role;
+  /** How long `close()` lets running backend calls finish; default 2 s. */
+  drainMs?: number;
+  /** Node HTTP server limits of the proxy (short timeouts for slow-client tests). */
+  serverLimits?: SlowlaneOptions["serverLimits"];
+  /** Where slowlane reads the NATS_* credentials variables; default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Tracing (`startTracing`); default off. `close()` flushes it. */
+  tracing?: SlowlaneOptions["tracing"];
+}
+
+/**
+ * Starts slowlane in this process, logs captured. `startApp(config, "worker")` is short for
+ * `startApp(config, { role: "worker" })`; a test file with one slowlane uses `useSlowlane` instead.
+ */
+export async function startApp(config: Config, options: Role | StartAppOptions = {}): Promise<TestApp> {
+  const { role = "run", drainMs = 2_000, serverLimits, env, tracing } = typeof options === "string" ? { role: options } : options;
   const sink = createLogSink();
   const log = createLogger({ level: "debug", destination: sink.stream, redactHeaders: config.log.redactHeaders });
-  const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs, ...options });
-  return { app, url: app.url ?? "", logs: sink.lines, close: () => app.close() };
+  const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs, serverLimits, env, tracing });
+  const url = app.url ?? "";
+  return { ...createJobsClient(() => url), app, config, url, logs: sink.lines, close: () => app.close() };
 }
 
 const CLI = fileURLToPath(new URL("../../dist/cli.js", import.meta.url));

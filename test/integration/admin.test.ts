@@ -3,32 +3,26 @@
  * readiness following NATS away and back), and the Prometheus metrics counting real traffic.
  */
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const env = useNatsAndBackend();
-let slowlane: TestApp;
+const slowlane = useSlowlane({
+  environment: env,
+  stream: "admin",
+  config: {
+    admin: { listen: "127.0.0.1:0" },
+    nats: { ackWait: "2s" },
+    defaults: { timeout: "10s", ttl: "5m", attempts: 1, retryAfter: "1s" },
+  },
+  routes: [{ name: "work", methods: ["POST"], path: "/slow" }],
+});
 let admin: string;
 
-beforeAll(async () => {
-  const config = makeConfig({
-    listen: "127.0.0.1:0",
-    admin: { listen: "127.0.0.1:0" },
-    upstream: env.backend.url,
-    nats: { servers: env.nats.url, stream: uniqueStream("admin"), ackWait: "2s" },
-    defaults: { timeout: "10s", ttl: "5m", attempts: 1, retryAfter: "1s" },
-    routes: [{ name: "work", methods: ["POST"], path: "/slow" }],
-  });
-  slowlane = await startApp(config);
-  await slowlane.app.ready;
+beforeAll(() => {
   admin = slowlane.app.adminUrl;
-});
-
-afterAll(async () => {
-  await slowlane?.close();
 });
 
 interface Sample {

@@ -5,46 +5,35 @@
 import { request as httpRequest } from "node:http";
 import type { Socket } from "node:net";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
-import { fetchResult, waitFinal as waitFinalAt } from "../helpers/jobs.js";
+import { JOBS } from "../helpers/jobs.js";
+import type { Method } from "../helpers/jobs.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
-let slowlane: TestApp;
-
-beforeAll(async () => {
-  const config = makeConfig({
-    listen: "127.0.0.1:0",
-    upstream: env.backend.url,
-    nats: { servers: env.nats.url, stream: uniqueStream("flow"), ackWait: "2s" },
+const slowlane = useSlowlane({
+  environment: env,
+  stream: "flow",
+  config: {
+    nats: { ackWait: "2s" },
     defaults: { timeout: "10s", ttl: "5m", attempts: 1, concurrency: 8, retryAfter: "1s" },
-    routes: [
-      { name: "slow", methods: ["POST"], path: "/slow", maxBodySize: "1MiB" },
-      { name: "binary", methods: ["GET"], path: "/binary" },
-      { name: "fail", path: "/fail" },
-      { name: "echo", path: "/echo/**" },
-      { name: "hang", methods: ["POST"], path: "/hang", timeout: "300ms", attempts: 2 },
-      { name: "brief", path: "/brief/*", ttl: "1s" },
-    ],
-  });
-  slowlane = await startApp(config);
-  await slowlane.app.ready;
+  },
+  routes: [
+    { name: "slow", methods: ["POST"], path: "/slow", maxBodySize: "1MiB" },
+    { name: "binary", methods: ["GET"], path: "/binary" },
+    { name: "fail", path: "/fail" },
+    { name: "echo", path: "/echo/**" },
+    { name: "hang", methods: ["POST"], path: "/hang", timeout: "300ms", attempts: 2 },
+    { name: "brief", path: "/brief/*", ttl: "1s" },
+  ],
 });
 
-afterAll(async () => {
-  await slowlane?.close();
-});
-
-/** Submits a job and returns its id, checking the 202 contract on the way. */
-async function submit(method: "get" | "post", path: string, body?: Buffer | string): Promise<string> {
-  let req = request(slowlane.url)[method](path);
-  if (body !== undefined) req = req.set("content-type", "application/octet-stream").send(body);
-  const res = await req;
+/** Submits a job and returns its id, checking the whole 202 contract on the way (this file is its test). */
+async function submit(method: Method, path: string, body?: Buffer | string): Promise<string> {
+  const res = await slowlane.send(method, path, { body });
   expect(res.status).toBe(202);
   const id = res.body.id as string;
   expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
@@ -54,28 +43,27 @@ async function submit(method: "get" | "post", path: string, body?: Buffer | stri
   return id;
 }
 
-/** Polls the status URL until the job is final; returns the 303 answer. */
-const waitFinal = (id: string, timeoutMs?: number) => waitFinalAt(slowlane.url, id, timeoutMs);
+const { waitFinal } = slowlane;
 
 describe("accept → poll → 303 → result", () => {
   it("answers 202 at once, 202 while pending, then 303 to the replayed result", async () => {
     const id = await submit("post", "/slow?ms=700", "hello backend");
 
-    const pending = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
+    const pending = await slowlane.status(id);
     expect(pending.status).toBe(202);
     expect(pending.headers["retry-after"]).toBe("1");
     expect(["queued", "running"]).toContain(pending.body.status);
     expect(pending.body).toMatchObject({ id, route: "slow" });
     expect(Date.parse(pending.body.createdAt as string)).not.toBeNaN();
 
-    const pendingResult = await request(slowlane.url).get(`${JOBS}/${id}/result`).redirects(0);
+    const pendingResult = await slowlane.result(id).redirects(0);
     expect(pendingResult.status).toBe(202);
 
     const done = await waitFinal(id);
     expect(done.headers.location).toBe(`${JOBS}/${id}/result`);
     expect(done.body).toMatchObject({ id, status: "completed", route: "slow", attempts: 1, responseStatus: 200 });
 
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.status).toBe(200);
     expect(result.body).toEqual({ method: "POST", url: "/slow?ms=700", bodyBytes: "hello backend".length });
 
@@ -90,7 +78,7 @@ describe("accept → poll → 303 → result", () => {
     for (const size of [8 * 1024, 300_000, 3 * 1024 * 1024]) {
       const id = await submit("get", `/binary?size=${size}`);
       await waitFinal(id);
-      const res = await fetchResult(slowlane.url, id);
+      const res = await slowlane.resultBytes(id);
       expect(res.status).toBe(201);
       expect(res.headers["content-type"]).toBe("application/octet-stream");
       expect(res.headers["x-custom"]).toBe("kept");
@@ -111,7 +99,7 @@ describe("accept → poll → 303 → result", () => {
       .send(body);
     expect(res.status).toBe(202);
     await waitFinal(res.body.id as string);
-    const result = await request(slowlane.url).get(`${JOBS}/${res.body.id as string}/result`);
+    const result = await slowlane.result(res.body.id as string);
     const echo = result.body as { method: string; url: string; headers: Record<string, string>; body: string };
     expect(echo.method).toBe("PUT");
     expect(echo.url).toBe("/echo/a/b?x=1&y=%20two");
@@ -127,7 +115,7 @@ describe("accept → poll → 303 → result", () => {
     const id = await submit("post", "/fail");
     const done = await waitFinal(id);
     expect(done.body).toMatchObject({ status: "completed", responseStatus: 500, attempts: 1 });
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.status).toBe(500);
     expect(result.text).toBe("backend exploded");
     expect(result.headers["x-error"]).toBe("boom");
@@ -140,7 +128,7 @@ describe("accept → poll → 303 → result", () => {
     const done = await waitFinal(id);
     expect(done.body).toMatchObject({ status: "failed", attempts: 2, error: { code: "SLOWLANE_UPSTREAM_TIMEOUT" } });
     expect(env.backend.callsTo("/hang").length - before).toBe(2);
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.status).toBe(504);
     expect(result.headers["content-type"]).toBe("application/problem+json");
     expect(result.body).toMatchObject({ status: 504, code: "SLOWLANE_UPSTREAM_TIMEOUT" });
@@ -214,13 +202,13 @@ describe("job ids", () => {
     await waitFinal(id);
     const gone = await waitFor(
       async () => {
-        const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
+        const res = await slowlane.status(id);
         return res.status === 410 ? res : undefined;
       },
       { what: "the job to expire" },
     );
     expect(gone.body.code).toBe("SLOWLANE_JOB_EXPIRED");
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.status).toBe(410);
   });
 });

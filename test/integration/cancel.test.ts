@@ -6,29 +6,19 @@
  */
 import { jetstreamManager } from "@nats-io/jetstream";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Config } from "../../src/config/index.js";
+import { describe, expect, it } from "vitest";
 import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
+import { startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { JOBS, uniqueTag, waitFinal } from "../helpers/jobs.js";
+import { JOBS, uniqueTag } from "../helpers/jobs.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const env = useNatsAndBackend();
 const inspector = useJetStreamInspector(env);
 const { streamMessages, kvValue, hasObject } = inspector;
-
-async function submit(app: TestApp, method: "get" | "post" | "put", path: string, body?: Buffer | string): Promise<string> {
-  let req = request(app.url)[method](path);
-  if (body !== undefined) req = req.set("content-type", "application/octet-stream").send(body);
-  const res = await req;
-  expect(res.status, res.text).toBe(202);
-  const id = res.body.id as string;
-  expect(res.headers.location).toBe(`${JOBS}/${id}`);
-  return id;
-}
 
 function logsOf(app: TestApp, id: string, msg: string) {
   return app.logs.filter((l) => l.job === id && l.msg === msg);
@@ -40,14 +30,14 @@ async function waitForJobLog(app: TestApp, id: string, msg: string, timeoutMs = 
 
 /** The status URL says `canceled`: 200, no result URL, no Location. */
 async function expectCanceled(app: TestApp, id: string): Promise<void> {
-  const status = await request(app.url).get(`${JOBS}/${id}`).redirects(0);
+  const status = await app.status(id);
   expect(status.status).toBe(200);
   expect(status.headers.location).toBeUndefined();
   expect(status.body).toMatchObject({ id, status: "canceled", statusUrl: `${JOBS}/${id}` });
   expect(status.body.resultUrl).toBeUndefined();
   expect(Date.parse(status.body.expiresAt as string)).not.toBeNaN();
 
-  const result = await request(app.url).get(`${JOBS}/${id}/result`).redirects(0);
+  const result = await app.result(id).redirects(0);
   expect(result.status).toBe(410);
   expect(result.headers["content-type"]).toBe("application/problem+json");
   expect(result.body).toMatchObject({ status: 410, code: "SLOWLANE_JOB_CANCELED" });
@@ -63,36 +53,27 @@ async function expectNotFound(app: TestApp, path: string): Promise<void> {
 // ---- queued jobs: a proxy and no worker, so nothing is picked up ------------------------------
 
 describe("canceling a queued job (no worker running)", () => {
-  let config: Config;
-  let stream: string;
-  let proxy: TestApp;
-
-  beforeAll(async () => {
-    stream = uniqueStream("cancelq");
-    config = makeConfig({
-      listen: "127.0.0.1:0",
-      upstream: env.backend.url,
-      nats: { servers: env.nats.url, stream, ackWait: "2s" },
+  const stream = uniqueStream("cancelq");
+  const proxy = useSlowlane({
+    environment: env,
+    role: "proxy",
+    config: {
+      nats: { stream, ackWait: "2s" },
       defaults: { timeout: "10s", ttl: "5m", attempts: 1, retryAfter: "1s" },
-      routes: [
-        { name: "slow", methods: ["POST"], path: "/slow" },
-        { name: "echo", methods: ["POST"], path: "/echo/**" },
-      ],
-    });
-    proxy = await startApp(config, "proxy");
-    await proxy.app.ready;
-  });
-  afterAll(async () => {
-    await proxy?.close();
+    },
+    routes: [
+      { name: "slow", methods: ["POST"], path: "/slow" },
+      { name: "echo", methods: ["POST"], path: "/echo/**" },
+    ],
   });
 
   it("answers 204, then the job is canceled, its message gone, and a worker started later never calls the backend", async () => {
     const tag = uniqueTag("queued");
     const before = await streamMessages(stream);
-    const id = await submit(proxy, "post", `/slow?ms=0&tag=${tag}`, "queued body");
+    const id = await proxy.submit("post", `/slow?ms=0&tag=${tag}`, { body: "queued body" });
     expect(await streamMessages(stream)).toBe(before + 1);
 
-    const queued = await request(proxy.url).get(`${JOBS}/${id}`).redirects(0);
+    const queued = await proxy.status(id);
     expect(queued.status).toBe(202);
     expect(queued.body.status).toBe("queued");
 
@@ -106,12 +87,12 @@ describe("canceling a queued job (no worker running)", () => {
 
     // A worker starts: the job it would have run comes first in the route's queue, so once a
     // later job of the same route has completed, the canceled one has had every chance to run.
-    const worker = await startApp(config, "worker");
+    const worker = await startApp(proxy.config, "worker");
     try {
       await worker.app.ready;
       const laterTag = uniqueTag("later");
-      const later = await submit(proxy, "post", `/slow?ms=0&tag=${laterTag}`, "later body");
-      await waitFinal(proxy.url, later);
+      const later = await proxy.submit("post", `/slow?ms=0&tag=${laterTag}`, { body: "later body" });
+      await proxy.waitFinal(later);
       expect(env.backend.callsTo(`/slow?ms=0&tag=${laterTag}`)).toHaveLength(1);
       expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(0);
       expect(worker.logs.filter((l) => l.job === id)).toEqual([]);
@@ -124,7 +105,7 @@ describe("canceling a queued job (no worker running)", () => {
 
   it("deletes the claim-checked body of a canceled queued job from the Object Store", async () => {
     const before = await streamMessages(stream);
-    const id = await submit(proxy, "post", `/echo/${uniqueTag("big")}`, binaryPattern(2 * 1024 * 1024));
+    const id = await proxy.submit("post", `/echo/${uniqueTag("big")}`, { body: binaryPattern(2 * 1024 * 1024) });
     expect(await hasObject(`${stream}_bodies`, `${id}.request`)).toBe(true);
 
     expect((await request(proxy.url).delete(`${JOBS}/${id}`)).status).toBe(204);
@@ -135,7 +116,7 @@ describe("canceling a queued job (no worker running)", () => {
 
   it("DELETE twice: the second is 204 too and deletes the canceled record, so the job is then 404", async () => {
     const before = await streamMessages(stream);
-    const id = await submit(proxy, "post", `/slow?ms=0&tag=${uniqueTag("twice")}`, "x");
+    const id = await proxy.submit("post", `/slow?ms=0&tag=${uniqueTag("twice")}`, { body: "x" });
 
     expect((await request(proxy.url).delete(`${JOBS}/${id}`)).status).toBe(204);
     await expectCanceled(proxy, id);
@@ -157,39 +138,29 @@ describe("canceling a queued job (no worker running)", () => {
 // ---- running and finished jobs: proxy and worker in one process -------------------------------
 
 describe("canceling running, retrying and finished jobs", () => {
-  let stream: string;
-  let config: Config;
-  let app: TestApp;
-
-  beforeAll(async () => {
-    stream = uniqueStream("cancelr");
-    config = makeConfig({
-      listen: "127.0.0.1:0",
-      upstream: env.backend.url,
-      nats: { servers: env.nats.url, stream, ackWait: "2s" },
+  const stream = uniqueStream("cancelr");
+  const app = useSlowlane({
+    environment: env,
+    config: {
+      nats: { stream, ackWait: "2s" },
       defaults: { timeout: "30s", ttl: "5m", attempts: 1, retryAfter: "1s" },
-      routes: [
-        { name: "hang", methods: ["POST"], path: "/hang" },
-        { name: "slow", methods: ["POST"], path: "/slow" },
-        { name: "binary", methods: ["GET"], path: "/binary" },
-        // Same backend paths, told apart by method.
-        { name: "single", methods: ["PUT"], path: "/slow", concurrency: 1 },
-        { name: "timeout", methods: ["PUT"], path: "/hang", timeout: "200ms" },
-        {
-          name: "flaky",
-          methods: ["POST"],
-          path: "/flaky",
-          attempts: 5,
-          retryOn: [503],
-          backoff: { initial: "5s", jitter: false },
-        },
-      ],
-    });
-    app = await startApp(config);
-    await app.app.ready;
-  });
-  afterAll(async () => {
-    await app?.close();
+    },
+    routes: [
+      { name: "hang", methods: ["POST"], path: "/hang" },
+      { name: "slow", methods: ["POST"], path: "/slow" },
+      { name: "binary", methods: ["GET"], path: "/binary" },
+      // Same backend paths, told apart by method.
+      { name: "single", methods: ["PUT"], path: "/slow", concurrency: 1 },
+      { name: "timeout", methods: ["PUT"], path: "/hang", timeout: "200ms" },
+      {
+        name: "flaky",
+        methods: ["POST"],
+        path: "/flaky",
+        attempts: 5,
+        retryOn: [503],
+        backoff: { initial: "5s", jitter: false },
+      },
+    ],
   });
 
   /** Deliveries (first ones and redeliveries) a route's consumer has made so far. */
@@ -201,7 +172,7 @@ describe("canceling running, retrying and finished jobs", () => {
   it("aborts the backend call of a running job and never overwrites the canceled status", async () => {
     const tag = uniqueTag("hang");
     const inFlightBefore = env.backend.inFlight;
-    const id = await submit(app, "post", `/hang?tag=${tag}`, "wait forever");
+    const id = await app.submit("post", `/hang?tag=${tag}`, { body: "wait forever" });
     await waitForJobLog(app, id, "job started");
     await waitFor(() => env.backend.callsTo(`/hang?tag=${tag}`).length === 1, { what: "the backend call" });
     expect(env.backend.inFlight).toBe(inFlightBefore + 1);
@@ -226,7 +197,7 @@ describe("canceling running, retrying and finished jobs", () => {
     const tag = uniqueTag("slow");
     const inFlightBefore = env.backend.inFlight;
     // The backend would answer after 20 s; the abort has to come well before (waitFor gives up at 15 s).
-    const id = await submit(app, "post", `/slow?ms=20000&tag=${tag}`, binaryPattern(2 * 1024 * 1024));
+    const id = await app.submit("post", `/slow?ms=20000&tag=${tag}`, { body: binaryPattern(2 * 1024 * 1024) });
     await waitFor(() => env.backend.callsTo(`/slow?ms=20000&tag=${tag}`).length === 1, { what: "the backend call" });
     expect(env.backend.callsTo(`/slow?ms=20000&tag=${tag}`)[0]?.body.byteLength).toBe(2 * 1024 * 1024);
 
@@ -248,14 +219,14 @@ describe("canceling running, retrying and finished jobs", () => {
   it("a canceled running job leaves the work queue and frees its route's concurrency slot", async () => {
     const before = await streamMessages(stream);
     const tag = uniqueTag("single");
-    const first = await submit(app, "put", `/slow?ms=20000&tag=${tag}`, "holds the only slot");
+    const first = await app.submit("put", `/slow?ms=20000&tag=${tag}`, { body: "holds the only slot" });
     await waitFor(() => env.backend.callsTo(`/slow?ms=20000&tag=${tag}`).length === 1, { what: "the backend call" });
     expect((await request(app.url).delete(`${JOBS}/${first}`)).status).toBe(204);
     await waitForJobLog(app, first, "job canceled; its result is not kept");
 
     // The route (concurrency 1) takes the next job.
-    const next = await submit(app, "put", `/slow?ms=0&tag=${tag}-next`, "next");
-    const done = await waitFinal(app.url, next);
+    const next = await app.submit("put", `/slow?ms=0&tag=${tag}-next`, { body: "next" });
+    const done = await app.waitFinal(next);
     expect(done.body.status).toBe("completed");
     await waitFor(async () => (await streamMessages(stream)) === before, { what: "the queue to be empty again" });
   });
@@ -265,7 +236,7 @@ describe("canceling running, retrying and finished jobs", () => {
   it("a running job canceled and then deleted is never run again", async () => {
     const before = await streamMessages(stream);
     const tag = uniqueTag("rerun");
-    const id = await submit(app, "post", `/slow?ms=1000&tag=${tag}`, "once");
+    const id = await app.submit("post", `/slow?ms=1000&tag=${tag}`, { body: "once" });
     await waitFor(() => env.backend.callsTo(`/slow?ms=1000&tag=${tag}`).length === 1, { what: "the backend call" });
     expect((await request(app.url).delete(`${JOBS}/${id}`)).status).toBe(204);
     await waitForJobLog(app, id, "job canceled; its result is not kept");
@@ -279,9 +250,9 @@ describe("canceling running, retrying and finished jobs", () => {
 
   it("cancels a job waiting between retries: it is never called again", async () => {
     const key = uniqueTag("flaky");
-    const id = await submit(app, "post", `/flaky?key=${key}&fails=100&status=503`, "retry me");
+    const id = await app.submit("post", `/flaky?key=${key}&fails=100&status=503`, { body: "retry me" });
     await waitForJobLog(app, id, "attempt failed");
-    const waiting = await request(app.url).get(`${JOBS}/${id}`).redirects(0);
+    const waiting = await app.status(id);
     expect(waiting.status).toBe(202);
     expect(waiting.body).toMatchObject({ status: "queued", attempts: 1, error: { upstreamStatus: 503 } });
     const delivered = await deliveredCount("flaky");
@@ -296,7 +267,7 @@ describe("canceling running, retrying and finished jobs", () => {
     });
     // A job of the same route submitted after it, run to completion, as a barrier.
     const barrierKey = uniqueTag("barrier");
-    await waitFinal(app.url, await submit(app, "post", `/flaky?key=${barrierKey}&fails=0`, "barrier"));
+    await app.waitFinal(await app.submit("post", `/flaky?key=${barrierKey}&fails=0`, { body: "barrier" }));
     expect(env.backend.callsTo(`/flaky?key=${key}`)).toHaveLength(1);
     await expectCanceled(app, id);
   });
@@ -305,7 +276,7 @@ describe("canceling running, retrying and finished jobs", () => {
   // itself (its message names the object), not only when the message comes back to a worker.
   it("cancels a job with a claim-checked body waiting between retries: its stored request body is deleted too", async () => {
     const key = uniqueTag("flakybig");
-    const id = await submit(app, "post", `/flaky?key=${key}&fails=100&status=503`, binaryPattern(2 * 1024 * 1024));
+    const id = await app.submit("post", `/flaky?key=${key}&fails=100&status=503`, { body: binaryPattern(2 * 1024 * 1024) });
     await waitForJobLog(app, id, "attempt failed");
     expect(await hasObject(`${stream}_bodies`, `${id}.request`)).toBe(true);
     const delivered = await deliveredCount("flaky");
@@ -315,7 +286,7 @@ describe("canceling running, retrying and finished jobs", () => {
       timeoutMs: 20_000,
       what: "the canceled job's message to be redelivered",
     });
-    await waitFinal(app.url, await submit(app, "post", `/flaky?key=${uniqueTag("barrier")}&fails=0`, "barrier"));
+    await app.waitFinal(await app.submit("post", `/flaky?key=${uniqueTag("barrier")}&fails=0`, { body: "barrier" }));
     expect(env.backend.callsTo(`/flaky?key=${key}`)).toHaveLength(1);
     await expectCanceled(app, id);
     // Nothing can use it any more: a canceled job never runs.
@@ -325,10 +296,10 @@ describe("canceling running, retrying and finished jobs", () => {
   it("deletes a finished job: its record and its stored (KV) response are gone, then 404", async () => {
     const before = await streamMessages(stream);
     // 20 KiB: too big to ride in the record, small enough for the results KV.
-    const id = await submit(app, "get", `/binary?size=20480&tag=${uniqueTag("done")}`);
-    await waitFinal(app.url, id);
+    const id = await app.submit("get", `/binary?size=20480&tag=${uniqueTag("done")}`);
+    await app.waitFinal(id);
     // Read the result once, so this proxy has it cached.
-    const result = await request(app.url).get(`${JOBS}/${id}/result`);
+    const result = await app.result(id);
     expect(result.status).toBe(201);
     expect(await kvValue(`${stream}_results`, id)).toBeDefined();
     expect(await kvValue(`${stream}_jobs`, id)).toBeDefined();
@@ -348,8 +319,8 @@ describe("canceling running, retrying and finished jobs", () => {
 
   it("deletes a finished job whose response is in the Object Store", async () => {
     const size = 3 * 1024 * 1024;
-    const id = await submit(app, "get", `/binary?size=${size}&tag=${uniqueTag("big")}`);
-    await waitFinal(app.url, id);
+    const id = await app.submit("get", `/binary?size=${size}&tag=${uniqueTag("big")}`);
+    await app.waitFinal(id);
     const result = await request(app.url).head(`${JOBS}/${id}/result`);
     expect(result.status).toBe(201);
     expect(await hasObject(`${stream}_bodies`, id)).toBe(true);
@@ -368,8 +339,8 @@ describe("canceling running, retrying and finished jobs", () => {
   it("deletes a failed job and its dead letter", async () => {
     const dead = `${stream}_dead`;
     const deadBefore = await streamMessages(dead);
-    const id = await submit(app, "put", `/hang?tag=${uniqueTag("failed")}`, "never answered");
-    const done = await waitFinal(app.url, id);
+    const id = await app.submit("put", `/hang?tag=${uniqueTag("failed")}`, { body: "never answered" });
+    const done = await app.waitFinal(id);
     expect(done.body).toMatchObject({ status: "failed", error: { code: "SLOWLANE_UPSTREAM_TIMEOUT" } });
     expect(await streamMessages(dead)).toBe(deadBefore + 1);
 
@@ -380,11 +351,11 @@ describe("canceling running, retrying and finished jobs", () => {
   });
 
   it("a finished job deleted through one replica is forgotten by another that had it cached", async () => {
-    const other = await startApp(config, "proxy");
+    const other = await startApp(app.config, "proxy");
     try {
       await other.app.ready;
-      const id = await submit(app, "post", `/slow?ms=0&tag=${uniqueTag("replica")}`, "cached elsewhere");
-      await waitFinal(app.url, id);
+      const id = await app.submit("post", `/slow?ms=0&tag=${uniqueTag("replica")}`, { body: "cached elsewhere" });
+      await app.waitFinal(id);
       // The other replica reads it, which caches the finished record and its small body.
       expect((await request(other.url).get(`${JOBS}/${id}`).redirects(0)).status).toBe(303);
       expect((await request(other.url).get(`${JOBS}/${id}/result`)).status).toBe(200);
@@ -411,13 +382,13 @@ describe("canceling running, retrying and finished jobs", () => {
       expect(res.body.code).toBe("SLOWLANE_JOB_NOT_FOUND");
     }
 
-    const id = await submit(app, "post", `/slow?ms=0&tag=${uniqueTag("405")}`, "x");
+    const id = await app.submit("post", `/slow?ms=0&tag=${uniqueTag("405")}`, { body: "x" });
     const onResult = await request(app.url).delete(`${JOBS}/${id}/result`);
     expect(onResult.status).toBe(405);
     expect(onResult.headers.allow).toBe("GET, HEAD");
     expect(onResult.body.code).toBe("SLOWLANE_METHOD_NOT_ALLOWED");
     // The job itself is untouched by the refused DELETE.
-    const done = await waitFinal(app.url, id);
+    const done = await app.waitFinal(id);
     expect(done.body.status).toBe("completed");
   });
 });

@@ -7,13 +7,13 @@
  */
 import { connect as connectTcp } from "node:net";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Config } from "../../src/config/index.js";
+import { describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
+import { startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { JOBS, uniqueTag, waitFinal } from "../helpers/jobs.js";
+import { JOBS, uniqueTag } from "../helpers/jobs.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const env = useNatsAndBackend();
@@ -26,10 +26,8 @@ interface Submitted {
 
 /** POSTs with an Idempotency-Key (and optional extra headers), expecting a 202. */
 async function post(app: TestApp, path: string, key: string | undefined, headers: Record<string, string> = {}): Promise<Submitted> {
-  let req = request(app.url).post(path).set("content-type", "text/plain");
-  if (key !== undefined) req = req.set("idempotency-key", key);
-  for (const [name, value] of Object.entries(headers)) req = req.set(name, value);
-  const res = await req.send("body");
+  const keyHeader: Record<string, string> = key === undefined ? {} : { "idempotency-key": key };
+  const res = await app.send("post", path, { body: "body", headers: { "content-type": "text/plain", ...keyHeader, ...headers } });
   expect(res.status, res.text).toBe(202);
   const id = res.body.id as string;
   expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
@@ -38,7 +36,6 @@ async function post(app: TestApp, path: string, key: string | undefined, headers
   expect(res.body).toMatchObject({ id, statusUrl: `${JOBS}/${id}` });
   return { id, replayed: res.headers["idempotent-replayed"] as string | undefined };
 }
-
 
 /** Sends raw bytes and resolves with what the server answered before closing (or going quiet). */
 function rawExchange(url: string, text: string): Promise<string> {
@@ -72,29 +69,19 @@ function rawExchange(url: string, text: string): Promise<string> {
 // ---- proxy and worker together ----------------------------------------------------------------
 
 describe("Idempotency-Key with a worker running", () => {
-  let stream: string;
-  let app: TestApp;
-
-  beforeAll(async () => {
-    stream = uniqueStream("idem");
-    app = await startApp(
-      makeConfig({
-        listen: "127.0.0.1:0",
-        upstream: env.backend.url,
-        nats: { servers: env.nats.url, stream, ackWait: "2s" },
-        defaults: { timeout: "10s", ttl: "5m", attempts: 1, retryAfter: "1s" },
-        routes: [
-          { name: "slow", methods: ["POST"], path: "/slow" },
-          { name: "other", methods: ["POST"], path: "/other/**" },
-          { name: "echo", methods: ["POST"], path: "/echo/**" },
-          { name: "brief", methods: ["POST"], path: "/brief/**", ttl: "1s" },
-        ],
-      }),
-    );
-    await app.app.ready;
-  });
-  afterAll(async () => {
-    await app?.close();
+  const stream = uniqueStream("idem");
+  const app = useSlowlane({
+    environment: env,
+    config: {
+      nats: { stream, ackWait: "2s" },
+      defaults: { timeout: "10s", ttl: "5m", attempts: 1, retryAfter: "1s" },
+    },
+    routes: [
+      { name: "slow", methods: ["POST"], path: "/slow" },
+      { name: "other", methods: ["POST"], path: "/other/**" },
+      { name: "echo", methods: ["POST"], path: "/echo/**" },
+      { name: "brief", methods: ["POST"], path: "/brief/**", ttl: "1s" },
+    ],
   });
 
   it("answers the same key again with the same job, replayed, after it completed; the backend is called once", async () => {
@@ -102,12 +89,12 @@ describe("Idempotency-Key with a worker running", () => {
     const key = `key-${tag}`;
     const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
     expect(first.replayed).toBeUndefined();
-    const done = await waitFinal(app.url, first.id);
+    const done = await app.waitFinal(first.id);
     expect(done.body).toMatchObject({ status: "completed", attempts: 1 });
 
     const again = await post(app, `/slow?ms=0&tag=${tag}`, key);
     expect(again).toEqual({ id: first.id, replayed: "true" });
-    const stillDone = await waitFinal(app.url, first.id);
+    const stillDone = await app.waitFinal(first.id);
     expect(stillDone.body).toMatchObject({ status: "completed", attempts: 1, createdAt: done.body.createdAt });
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(1);
     expect(app.logs.filter((l) => l.job === first.id && l.msg === "idempotent retry: answered with the existing job")).toHaveLength(1);
@@ -123,7 +110,7 @@ describe("Idempotency-Key with a worker running", () => {
 
     const again = await post(app, `/slow?ms=1500&tag=${tag}`, key);
     expect(again).toEqual({ id: first.id, replayed: "true" });
-    await waitFinal(app.url, first.id);
+    await app.waitFinal(first.id);
     expect(env.backend.callsTo(`/slow?ms=1500&tag=${tag}`)).toHaveLength(1);
   });
 
@@ -137,7 +124,7 @@ describe("Idempotency-Key with a worker running", () => {
     expect(new Set([alice.id, bob.id, anonymous.id]).size).toBe(3);
     expect([alice.replayed, bob.replayed, anonymous.replayed]).toEqual([undefined, undefined, undefined]);
     expect(aliceAgain).toEqual({ id: alice.id, replayed: "true" });
-    for (const job of [alice, bob, anonymous]) await waitFinal(app.url, job.id);
+    for (const job of [alice, bob, anonymous]) await app.waitFinal(job.id);
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(3);
   });
 
@@ -148,8 +135,8 @@ describe("Idempotency-Key with a worker running", () => {
     const onOther = await post(app, `/other/x?tag=${tag}`, key);
     expect(onOther.id).not.toBe(onSlow.id);
     expect(onOther.replayed).toBeUndefined();
-    await waitFinal(app.url, onSlow.id);
-    const other = await waitFinal(app.url, onOther.id);
+    await app.waitFinal(onSlow.id);
+    const other = await app.waitFinal(onOther.id);
     expect(other.body.route).toBe("other");
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(1);
     expect(env.backend.callsTo(`/other/x?tag=${tag}`)).toHaveLength(1);
@@ -162,7 +149,7 @@ describe("Idempotency-Key with a worker running", () => {
     const ids = new Set(answers.map((a) => a.id));
     expect(ids.size).toBe(1);
     const [id] = [...ids] as [string];
-    const done = await waitFinal(app.url, id);
+    const done = await app.waitFinal(id);
     expect(done.body).toMatchObject({ status: "completed", attempts: 1 });
     // Whatever was published twice was stored once (Nats-Msg-Id) or dropped by the worker: once is the contract.
     await waitFor(async () => (await streamMessages(stream)) === 0, { what: "the queue to be empty" });
@@ -172,8 +159,8 @@ describe("Idempotency-Key with a worker running", () => {
   it("forwards the key to the backend", async () => {
     const key = `key-${uniqueTag("forward")}`;
     const { id } = await post(app, "/echo/forwarded", key);
-    await waitFinal(app.url, id);
-    const result = await request(app.url).get(`${JOBS}/${id}/result`);
+    await app.waitFinal(id);
+    const result = await app.result(id);
     expect(result.status).toBe(200);
     expect((result.body as { headers: Record<string, string> }).headers["idempotency-key"]).toBe(key);
   });
@@ -184,7 +171,7 @@ describe("Idempotency-Key with a worker running", () => {
       const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
       const again = await post(app, `/slow?ms=0&tag=${tag}`, key);
       expect(again).toEqual({ id: first.id, replayed: "true" });
-      await waitFinal(app.url, first.id);
+      await app.waitFinal(first.id);
     }
   });
 
@@ -236,7 +223,7 @@ describe("Idempotency-Key with a worker running", () => {
     const tag = uniqueTag("expired");
     const key = `key-${tag}`;
     const first = await post(app, `/brief/x?tag=${tag}`, key);
-    const firstDone = await waitFinal(app.url, first.id);
+    const firstDone = await app.waitFinal(first.id);
     await waitFor(async () => (await request(app.url).get(`${JOBS}/${first.id}`).redirects(0)).status === 410, {
       what: "the job to expire",
     });
@@ -245,7 +232,7 @@ describe("Idempotency-Key with a worker running", () => {
     expect(second.replayed).toBeUndefined();
     // The id is derived from the key, so the new job has the same id: it replaces the expired one.
     expect(second.id).toBe(first.id);
-    const secondDone = await waitFinal(app.url, second.id);
+    const secondDone = await app.waitFinal(second.id);
     expect(secondDone.body).toMatchObject({ status: "completed", attempts: 1 });
     expect(secondDone.body.createdAt).not.toBe(firstDone.body.createdAt);
     expect(env.backend.callsTo(`/brief/x?tag=${tag}`)).toHaveLength(2);
@@ -258,7 +245,7 @@ describe("Idempotency-Key with a worker running", () => {
     const tag = uniqueTag("deleted");
     const key = `key-${tag}`;
     const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
-    await waitFinal(app.url, first.id);
+    await app.waitFinal(first.id);
     expect((await request(app.url).delete(`${JOBS}/${first.id}`)).status).toBe(204);
     expect((await request(app.url).get(`${JOBS}/${first.id}`)).status).toBe(404);
 
@@ -266,7 +253,7 @@ describe("Idempotency-Key with a worker running", () => {
     expect(second.replayed).toBeUndefined();
     // A 202 promises a job: it must not be unknown right after.
     expect((await request(app.url).get(`${JOBS}/${second.id}`).redirects(0)).status).not.toBe(404);
-    const done = await waitFinal(app.url, second.id);
+    const done = await app.waitFinal(second.id);
     expect(done.body.status).toBe("completed");
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(2);
   });
@@ -275,24 +262,15 @@ describe("Idempotency-Key with a worker running", () => {
 // ---- a proxy alone: the job stays queued --------------------------------------------------------
 
 describe("Idempotency-Key while the job is still queued (no worker)", () => {
-  let config: Config;
-  let stream: string;
-  let proxy: TestApp;
-
-  beforeAll(async () => {
-    stream = uniqueStream("idemq");
-    config = makeConfig({
-      listen: "127.0.0.1:0",
-      upstream: env.backend.url,
-      nats: { servers: env.nats.url, stream, ackWait: "2s" },
+  const stream = uniqueStream("idemq");
+  const proxy = useSlowlane({
+    environment: env,
+    role: "proxy",
+    config: {
+      nats: { stream, ackWait: "2s" },
       defaults: { timeout: "10s", ttl: "5m", attempts: 1, retryAfter: "1s" },
-      routes: [{ name: "slow", methods: ["POST"], path: "/slow" }],
-    });
-    proxy = await startApp(config, "proxy");
-    await proxy.app.ready;
-  });
-  afterAll(async () => {
-    await proxy?.close();
+    },
+    routes: [{ name: "slow", methods: ["POST"], path: "/slow" }],
   });
 
   it("answers the same key with the queued job, queues one message, and the backend runs it once", async () => {
@@ -308,10 +286,10 @@ describe("Idempotency-Key while the job is still queued (no worker)", () => {
     expect(status.status).toBe(202);
     expect(status.body.status).toBe("queued");
 
-    const worker = await startApp(config, "worker");
+    const worker = await startApp(proxy.config, "worker");
     try {
       await worker.app.ready;
-      await waitFinal(proxy.url, first.id);
+      await proxy.waitFinal(first.id);
       const third = await post(proxy, `/slow?ms=0&tag=${tag}`, key);
       expect(third).toEqual({ id: first.id, replayed: "true" });
       expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(1);
@@ -334,25 +312,15 @@ describe("Idempotency-Key while the job is still queued (no worker)", () => {
 // ---- records that leave the jobs bucket by its max_age --------------------------------------------
 
 describe("Idempotency-Key once the job's record has aged out of the jobs bucket", () => {
-  let stream: string;
-  let app: TestApp;
-
-  beforeAll(async () => {
-    stream = uniqueStream("idemage");
-    // Every route's ttl + timeout is 2 s, so the jobs bucket keeps a record 2 s after its last write.
-    app = await startApp(
-      makeConfig({
-        listen: "127.0.0.1:0",
-        upstream: env.backend.url,
-        nats: { servers: env.nats.url, stream, ackWait: "2s" },
-        defaults: { timeout: "1s", ttl: "1s", attempts: 1, retryAfter: "1s" },
-        routes: [{ name: "slow", methods: ["POST"], path: "/slow" }],
-      }),
-    );
-    await app.app.ready;
-  });
-  afterAll(async () => {
-    await app?.close();
+  const stream = uniqueStream("idemage");
+  // Every route's ttl + timeout is 2 s, so the jobs bucket keeps a record 2 s after its last write.
+  const app = useSlowlane({
+    environment: env,
+    config: {
+      nats: { stream, ackWait: "2s" },
+      defaults: { timeout: "1s", ttl: "1s", attempts: 1, retryAfter: "1s" },
+    },
+    routes: [{ name: "slow", methods: ["POST"], path: "/slow" }],
   });
 
   // Same as after a DELETE: once the record has left the bucket, the new job's publish is a duplicate
@@ -361,7 +329,7 @@ describe("Idempotency-Key once the job's record has aged out of the jobs bucket"
     const tag = uniqueTag("aged");
     const key = `key-${tag}`;
     const first = await post(app, `/slow?ms=0&tag=${tag}`, key);
-    await waitFinal(app.url, first.id);
+    await app.waitFinal(first.id);
     await waitFor(async () => (await request(app.url).get(`${JOBS}/${first.id}`).redirects(0)).status === 404, {
       what: "the record to leave the jobs bucket",
     });
@@ -369,7 +337,7 @@ describe("Idempotency-Key once the job's record has aged out of the jobs bucket"
     const second = await post(app, `/slow?ms=0&tag=${tag}`, key);
     expect(second.replayed).toBeUndefined();
     expect((await request(app.url).get(`${JOBS}/${second.id}`).redirects(0)).status).not.toBe(404);
-    await waitFinal(app.url, second.id, 10_000);
+    await app.waitFinal(second.id, 10_000);
     expect(env.backend.callsTo(`/slow?ms=0&tag=${tag}`)).toHaveLength(2);
   });
 });

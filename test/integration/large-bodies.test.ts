@@ -10,45 +10,35 @@ import type { ClientRequest, IncomingHttpHeaders } from "node:http";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { binaryPattern } from "../helpers/backend.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
+import { uniqueStream } from "../helpers/slowlane.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
-import { fetchResult as fetchResultAt, JOBS, uniqueTag, waitFinal as waitFinalAt } from "../helpers/jobs.js";
+import { JOBS, uniqueTag } from "../helpers/jobs.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
 const MiB = 1024 * 1024;
 const env = useNatsAndBackend();
 const inspector = useJetStreamInspector(env);
 const { streamMessages, kvValue } = inspector;
-let stream: string;
-let app: TestApp;
-
-beforeAll(async () => {
-  stream = uniqueStream("large");
-  app = await startApp(
-    makeConfig({
-      listen: "127.0.0.1:0",
-      upstream: env.backend.url,
-      nats: { servers: env.nats.url, stream, ackWait: "2s" },
-      defaults: { timeout: "20s", ttl: "5m", attempts: 1, retryAfter: "1s" },
-      routes: [
-        // maxBodySize is the default, 32MiB.
-        { name: "echo", methods: ["POST"], path: "/echo/**" },
-        { name: "capped-body", methods: ["POST"], path: "/capped/**", maxBodySize: "2MiB" },
-        { name: "binary", methods: ["GET"], path: "/binary" },
-        { name: "capped-response", methods: ["POST"], path: "/binary", maxResponseSize: "1MiB", attempts: 3 },
-        { name: "capped-small-response", methods: ["PUT"], path: "/binary", maxResponseSize: "512KiB", attempts: 3 },
-        { name: "flaky", methods: ["POST"], path: "/flaky", attempts: 3, retryOn: [503], backoff: { initial: "100ms" } },
-      ],
-    }),
-  );
-  await app.app.ready;
-});
-afterAll(async () => {
-  await app?.close();
+const stream = uniqueStream("large");
+const app = useSlowlane({
+  environment: env,
+  config: {
+    nats: { stream, ackWait: "2s" },
+    defaults: { timeout: "20s", ttl: "5m", attempts: 1, retryAfter: "1s" },
+  },
+  routes: [
+    // maxBodySize is the default, 32MiB.
+    { name: "echo", methods: ["POST"], path: "/echo/**" },
+    { name: "capped-body", methods: ["POST"], path: "/capped/**", maxBodySize: "2MiB" },
+    { name: "binary", methods: ["GET"], path: "/binary" },
+    { name: "capped-response", methods: ["POST"], path: "/binary", maxResponseSize: "1MiB", attempts: 3 },
+    { name: "capped-small-response", methods: ["PUT"], path: "/binary", maxResponseSize: "512KiB", attempts: 3 },
+    { name: "flaky", methods: ["POST"], path: "/flaky", attempts: 3, retryOn: [503], backoff: { initial: "100ms" } },
+  ],
 });
 
 // ---- looking at JetStream ---------------------------------------------------------------------
@@ -83,17 +73,7 @@ function patternFor(size: number, seed: number): Buffer {
   return buf;
 }
 
-async function submit(method: "get" | "post", path: string, body?: Buffer): Promise<string> {
-  let req = request(app.url)[method](path);
-  if (body !== undefined) req = req.set("content-type", "application/octet-stream").send(body);
-  const res = await req;
-  expect(res.status, res.text).toBe(202);
-  return res.body.id as string;
-}
-
-const waitFinal = (id: string, timeoutMs = 20_000) => waitFinalAt(app.url, id, timeoutMs);
-
-const fetchResult = (id: string) => fetchResultAt(app.url, id);
+const waitFinal = (id: string) => app.waitFinal(id, 20_000);
 
 interface Answer {
   status: number;
@@ -163,7 +143,7 @@ describe("request bodies larger than a NATS message", () => {
     const size = 3 * MiB;
     const body = patternFor(size, 1);
     const path = `/echo/${uniqueTag("big")}`;
-    const id = await submit("post", path, body);
+    const id = await app.submit("post", path, { body });
     const accepted = app.logs.find((l) => l.job === id && l.msg === "job accepted");
     expect(accepted).toMatchObject({ bodyBytes: size, claimCheck: true });
 
@@ -176,7 +156,7 @@ describe("request bodies larger than a NATS message", () => {
     expect(env.backend.callsTo(path)).toHaveLength(1);
 
     // The echo (a JSON of 4 MiB, itself in the Object Store) carries the same bytes back.
-    const result = await fetchResult(id);
+    const result = await app.resultBytes(id);
     expect(result.status).toBe(200);
     const echo = JSON.parse((result.body as Buffer).toString("utf8")) as { headers: Record<string, string>; body: string };
     expect(Buffer.compare(Buffer.from(echo.body, "base64"), body)).toBe(0);
@@ -196,7 +176,7 @@ describe("request bodies larger than a NATS message", () => {
     ] as const) {
       const body = patternFor(size, size & 0xff);
       const path = `/echo/${uniqueTag("edge")}`;
-      const id = await submit("post", path, body);
+      const id = await app.submit("post", path, { body });
       expect(app.logs.find((l) => l.job === id && l.msg === "job accepted")).toMatchObject({ bodyBytes: size, claimCheck });
       await waitFinal(id);
       const [call] = env.backend.callsTo(path);
@@ -208,7 +188,7 @@ describe("request bodies larger than a NATS message", () => {
   it("replays a claim-checked body exactly on every attempt, and deletes it once the job completes", async () => {
     const key = uniqueTag("retry");
     const body = patternFor(2 * MiB, 7);
-    const id = await submit("post", `/flaky?key=${key}&fails=1&status=503`, body);
+    const id = await app.submit("post", `/flaky?key=${key}&fails=1&status=503`, { body });
     const done = await waitFinal(id);
     expect(done.body).toMatchObject({ status: "completed", responseStatus: 200, attempts: 2 });
     const calls = env.backend.callsTo(`/flaky?key=${key}`);
@@ -278,7 +258,7 @@ describe("request bodies larger than a NATS message", () => {
       expect(app.logs.filter((l) => l.msg === "job accepted" && l.route === "echo" && l.bodyBytes === 2 * MiB)).toEqual([]);
 
       // Still healthy: the same route takes the next request.
-      const next = await submit("post", `${path}-next`, Buffer.from("after the abort"));
+      const next = await app.submit("post", `${path}-next`, { body: Buffer.from("after the abort") });
       await waitFinal(next);
       expect(env.backend.callsTo(path)).toHaveLength(1); // the "-next" call only (same prefix)
     });
@@ -290,13 +270,13 @@ describe("request bodies larger than a NATS message", () => {
 describe("response bodies larger than a NATS message", () => {
   it("stores a 3 MiB response and replays exactly those bytes with Content-Length", async () => {
     const size = 3 * MiB;
-    const id = await submit("get", `/binary?size=${size}&tag=${uniqueTag("resp")}`);
+    const id = await app.submit("get", `/binary?size=${size}&tag=${uniqueTag("resp")}`);
     const done = await waitFinal(id);
     expect(done.body).toMatchObject({ status: "completed", responseStatus: 201 });
     expect(await hasObject(id)).toBe(true);
     expect(await kvValue(`${stream}_results`, id)).toBeUndefined();
 
-    const result = await fetchResult(id);
+    const result = await app.resultBytes(id);
     expect(result.status).toBe(201);
     expect(result.headers["content-length"]).toBe(String(size));
     expect(result.headers["transfer-encoding"]).toBeUndefined();
@@ -310,7 +290,7 @@ describe("response bodies larger than a NATS message", () => {
 
   it("fails a job whose response exceeds maxResponseSize, without retrying or keeping anything", async () => {
     const path = `/binary?size=${2 * MiB}&tag=${uniqueTag("toolarge")}`;
-    const id = await submit("post", path);
+    const id = await app.submit("post", path);
     const done = await waitFinal(id);
     expect(done.body).toMatchObject({
       status: "failed",
@@ -319,7 +299,7 @@ describe("response bodies larger than a NATS message", () => {
     });
     expect(done.body.responseStatus).toBeUndefined();
 
-    const result = await request(app.url).get(`${JOBS}/${id}/result`);
+    const result = await app.result(id);
     expect(result.status).toBe(502);
     expect(result.headers["content-type"]).toBe("application/problem+json");
     expect(result.body).toMatchObject({ status: 502, code: "SLOWLANE_RESPONSE_TOO_LARGE" });
@@ -353,13 +333,13 @@ describe("several large jobs at once", () => {
     const size = 3 * MiB;
     const tag = uniqueTag("many");
     const bodies = Array.from({ length: 5 }, (_, i) => patternFor(size, 100 + i));
-    const ids = await Promise.all(bodies.map((body, i) => submit("post", `/echo/${tag}/${i}`, body)));
+    const ids = await Promise.all(bodies.map((body, i) => app.submit("post", `/echo/${tag}/${i}`, { body })));
     expect(new Set(ids).size).toBe(5);
 
     for (const [i, id] of ids.entries()) {
       const done = await waitFinal(id);
       expect(done.body).toMatchObject({ status: "completed", responseStatus: 200 });
-      const result = await fetchResult(id);
+      const result = await app.resultBytes(id);
       expect(result.status).toBe(200);
       expect(Number(result.headers["content-length"])).toBe((result.body as Buffer).byteLength);
       const echo = JSON.parse((result.body as Buffer).toString("utf8")) as { url: string; body: string };

@@ -80,7 +80,7 @@ function configFor(url: string, label: string, nats: Record<string, unknown> = {
 }
 
 async function start(config: ReturnType<typeof makeConfig>, env: Record<string, string>): Promise<TestApp> {
-  const app = await startApp(config, "run", 2_000, { env });
+  const app = await startApp(config, { env });
   apps.push(app);
   return app;
 }

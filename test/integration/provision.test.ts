@@ -10,9 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { provision } from "../../src/nats/provision.js";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
 let nc: NatsConnection;
 
@@ -59,9 +57,22 @@ describe("provisioning", () => {
     expect(ci.config.max_ack_pending).toBe(7);
     const results = await ctx.jsm.streams.info(`KV_${stream}_results`);
     expect(results.config.max_age).toBe(nanos(2 * 3600_000));
-    // Bodies include claim-checked requests, which must outlive a running call too: ttl + timeout.
+    // Bodies include claim-checked requests, which must outlive the wait in the queue (24 h without a
+    // deadline), every attempt with its longest backoff, and then the ttl of a failed job.
     const bodies = await ctx.jsm.streams.info(`OBJ_${stream}_bodies`);
-    expect(bodies.config.max_age).toBe(nanos(2 * 3600_000 + 10 * 60_000));
+    expect(bodies.config.max_age).toBe(nanos(24 * 3600_000 + 3 * (10 * 60_000 + 60_000) + 2 * 3600_000));
+  });
+
+  it("keeps claim-checked request bodies as long as a job may wait: its deadline, every attempt, then the ttl of a failed job", async () => {
+    const stream = uniqueStream("prov");
+    const doc = { ...configDoc(stream, { ttl: "1h", timeout: "10m", attempts: 3, backoff: { max: "1m" } }), defaults: { deadline: "5m", ttl: "1h" } };
+    const ctx = await provision(nc, makeConfig(doc), { consumers: true });
+    const bodies = await ctx.jsm.streams.info(`OBJ_${stream}_bodies`);
+    expect(bodies.config.max_age).toBe(nanos(5 * 60_000 + 3 * (10 * 60_000 + 60_000) + 3600_000));
+    // Open circuits: short-lived, in memory, gone 30 s after their worker stopped rewriting them.
+    const circuits = await ctx.jsm.streams.info(`KV_${stream}_circuits`);
+    expect(circuits.config.max_age).toBe(nanos(30_000));
+    expect(circuits.config.storage).toBe("memory");
   });
 
   it("creates the dead-letter stream, and sets replicas on every stream and bucket", async () => {
@@ -71,7 +82,7 @@ describe("provisioning", () => {
     expect(dead.config.subjects).toEqual([`${stream}.dead.>`]);
     expect(dead.config.retention).toBe("limits");
     expect(dead.config.max_msgs_per_subject).toBe(1);
-    for (const name of [stream, `${stream}_dead`, `KV_${stream}_jobs`, `KV_${stream}_results`, `OBJ_${stream}_bodies`]) {
+    for (const name of [stream, `${stream}_dead`, `KV_${stream}_jobs`, `KV_${stream}_results`, `OBJ_${stream}_bodies`, `KV_${stream}_circuits`]) {
       expect((await ctx.jsm.streams.info(name)).config.num_replicas, name).toBe(1);
     }
   });
@@ -89,17 +100,14 @@ describe("state lives in JetStream", () => {
 
     const replica = await startApp(makeConfig(doc), "proxy");
     await replica.app.ready;
-    const queued = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+    const queued = await replica.status(id);
     expect(queued.status).toBe(202);
     expect(queued.body).toMatchObject({ id, status: "queued", attempts: 0, route: "reports" });
     expect(env.backend.callsTo("/reports/q3")).toHaveLength(0);
 
     const worker = await startApp(makeConfig(doc), "worker");
     try {
-      const done = await waitFor(async () => {
-        const res = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
-        return res.status === 303 ? res : undefined;
-      });
+      const done = await replica.waitFinal(id);
       expect(done.body).toMatchObject({ status: "completed", attempts: 1, responseStatus: 200 });
       expect(env.backend.callsTo("/reports/q3")).toHaveLength(1);
     } finally {
@@ -135,7 +143,7 @@ describe("state lives in JetStream", () => {
     const replica = await startApp(onlyKeep, "proxy");
     await replica.app.ready;
     try {
-      const queued = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
+      const queued = await replica.status(id);
       expect(queued.status).toBe(202);
       expect(queued.body).toMatchObject({ id, status: "queued", route: "gone" });
       // Requests on the removed route's path now pass through.
@@ -143,10 +151,7 @@ describe("state lives in JetStream", () => {
 
       const worker = await startApp(onlyKeep, "worker");
       try {
-        const done = await waitFor(async () => {
-          const res = await request(replica.url).get(`${JOBS}/${id}`).redirects(0);
-          return res.status === 303 ? res : undefined;
-        });
+        const done = await replica.waitFinal(id);
         expect(done.body).toMatchObject({ status: "completed", route: "gone" });
         expect(env.backend.callsTo("/gone/x?tag=orphan")).toHaveLength(1);
         expect(worker.logs.some((l) => l.msg === "working the queued jobs of routes no longer in the config")).toBe(true);

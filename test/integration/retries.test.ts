@@ -7,46 +7,32 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { useJetStreamInspector } from "../helpers/jetstream.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
 
-const JOBS = "/_slowlane/jobs";
 const env = useNatsAndBackend();
 const stream = uniqueStream("retry");
-let slowlane: TestApp;
+const slowlane = useSlowlane({
+  environment: env,
+  config: {
+    nats: { stream, ackWait: "2s" },
+    defaults: { timeout: "5s", ttl: "5m", attempts: 3, backoff: { initial: "100ms", factor: 1, jitter: false } },
+  },
+  routes: [
+    { name: "flaky", path: "/flaky", retryOn: [502, 503] },
+    { name: "patient", path: "/flaky/**", retryOn: [503], attempts: 2, backoff: { initial: "50ms", max: "10s" } },
+  ],
+});
 const inspector = useJetStreamInspector(env);
 let jsm: JetStreamManager;
 
 beforeAll(async () => {
-  const config = makeConfig({
-    listen: "127.0.0.1:0",
-    upstream: env.backend.url,
-    nats: { servers: env.nats.url, stream, ackWait: "2s" },
-    defaults: { timeout: "5s", ttl: "5m", attempts: 3, backoff: { initial: "100ms", factor: 1, jitter: false } },
-    routes: [
-      { name: "flaky", path: "/flaky", retryOn: [502, 503] },
-      { name: "patient", path: "/flaky/**", retryOn: [503], attempts: 2, backoff: { initial: "50ms", max: "10s" } },
-    ],
-  });
-  slowlane = await startApp(config);
-  await slowlane.app.ready;
   jsm = await jetstreamManager(inspector.nc);
 });
-
-afterAll(async () => {
-  await slowlane?.close();
-});
-
-async function submit(path: string): Promise<string> {
-  const res = await request(slowlane.url).post(path).send("payload");
-  expect(res.status).toBe(202);
-  return res.body.id as string;
-}
 
 interface StatusBody {
   status: string;
@@ -56,39 +42,31 @@ interface StatusBody {
   responseStatus?: number;
 }
 
-async function waitFinal(id: string): Promise<StatusBody> {
-  return waitFor(
-    async () => {
-      const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
-      return res.status === 303 ? (res.body as StatusBody) : undefined;
-    },
-    { timeoutMs: 20_000, what: `job ${id} to finish` },
-  );
-}
+const waitFinal = async (id: string) => (await slowlane.waitFinal(id, 20_000)).body as StatusBody;
 
 describe("retryOn", () => {
   it("retries a listed status with the route's backoff until the backend answers", async () => {
-    const id = await submit("/flaky?key=twice&fails=2&status=502");
+    const id = await slowlane.submit("post", "/flaky?key=twice&fails=2&status=502", { body: "payload" });
     const done = await waitFinal(id);
     expect(done).toMatchObject({ status: "completed", attempts: 3, responseStatus: 200 });
     expect(done.history?.map((h) => h.outcome)).toEqual(["502", "502", "200"]);
     expect(env.backend.callsTo("/flaky?key=twice&")).toHaveLength(3);
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.body).toEqual({ key: "twice", calls: 3 });
   });
 
   it("replays a status not listed as the result, after one call", async () => {
-    const id = await submit("/flaky?key=once500&fails=1&status=500");
+    const id = await slowlane.submit("post", "/flaky?key=once500&fails=1&status=500", { body: "payload" });
     const done = await waitFinal(id);
     expect(done).toMatchObject({ status: "completed", attempts: 1, responseStatus: 500 });
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.status).toBe(500);
     expect(result.text).toBe("try again");
     expect(env.backend.callsTo("/flaky?key=once500&")).toHaveLength(1);
   });
 
   it("waits as long as the backend's Retry-After on a 503 asks, not the shorter backoff", async () => {
-    const id = await submit("/flaky/x?key=later&fails=1&status=503&retryAfter=2");
+    const id = await slowlane.submit("post", "/flaky/x?key=later&fails=1&status=503&retryAfter=2", { body: "payload" });
     const done = await waitFinal(id);
     expect(done).toMatchObject({ status: "completed", attempts: 2 });
     const [first, second] = done.history ?? [];
@@ -101,7 +79,7 @@ describe("retryOn", () => {
 
 describe("a job that runs out of attempts", () => {
   it("ends failed with its reason and history, its request dead-lettered and its message out of the queue", async () => {
-    const id = await submit("/flaky/y?key=never&fails=100&status=503");
+    const id = await slowlane.submit("post", "/flaky/y?key=never&fails=100&status=503", { body: "payload" });
     const done = await waitFinal(id);
     expect(done).toMatchObject({
       status: "failed",
@@ -111,7 +89,7 @@ describe("a job that runs out of attempts", () => {
     expect(done.history?.map((h) => h.outcome)).toEqual(["503", "503"]);
     expect(env.backend.callsTo("/flaky/y?key=never&")).toHaveLength(2);
 
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.status).toBe(502);
     expect(result.headers["content-type"]).toBe("application/problem+json");
     expect(result.body).toMatchObject({ code: "SLOWLANE_UPSTREAM_STATUS", upstreamStatus: 503, attempts: 2 });
@@ -136,7 +114,7 @@ describe("a job that runs out of attempts", () => {
     const proxy = await startApp(config, "proxy");
     await proxy.app.ready;
     try {
-      const res = await request(proxy.url).post("/work?tag=poison").send("x");
+      const res = await proxy.send("post", "/work?tag=poison", { body: "x" });
       const id = res.body.id as string;
       // What five workers killed mid-call leave behind: four interruptions counted, and the record of
       // the fifth start still `running`.
@@ -148,7 +126,7 @@ describe("a job that runs out of attempts", () => {
       const worker = await startApp(config, "worker");
       try {
         const done = await waitFor(async () => {
-          const status = await request(proxy.url).get(`${JOBS}/${id}`).redirects(0);
+          const status = await proxy.status(id);
           return status.status === 303 ? (status.body as StatusBody) : undefined;
         });
         expect(done).toMatchObject({ status: "failed", error: { code: "SLOWLANE_JOB_INTERRUPTED" } });

@@ -3,11 +3,9 @@
  * so another worker runs it without waiting for AckWait.
  */
 import { Agent, request as httpRequest } from "node:http";
-import request from "supertest";
 import { describe, expect, it } from "vitest";
 import { useNatsAndBackend } from "../helpers/environment.js";
 import { makeConfig, startApp, uniqueStream, waitForLog } from "../helpers/slowlane.js";
-import { waitFor } from "../helpers/wait.js";
 
 const env = useNatsAndBackend();
 
@@ -21,21 +19,17 @@ describe("worker shutdown", () => {
       routes: [{ name: "work", methods: ["POST"], path: "/slow" }],
     });
     const proxy = await startApp(config, "proxy");
-    const first = await startApp(config, "worker", 200);
+    const first = await startApp(config, { role: "worker", drainMs: 200 });
     await Promise.all([proxy.app.ready, first.app.ready]);
     try {
-      const accepted = await request(proxy.url).post("/slow?ms=2000&tag=drain").send("x");
-      const id = accepted.body.id as string;
+      const id = await proxy.submit("post", "/slow?ms=2000&tag=drain", { body: "x" });
       await waitForLog(first.logs, "job started");
       await first.close();
       expect(first.logs.some((l) => l.msg === "drain timeout: aborting running calls; they go back to the queue")).toBe(true);
 
       const second = await startApp(config, "worker");
       try {
-        const done = await waitFor(async () => {
-          const res = await request(proxy.url).get(`/_slowlane/jobs/${id}`).redirects(0);
-          return res.status === 303 ? res : undefined;
-        });
+        const done = await proxy.waitFinal(id);
         // The aborted call is in the history but is not counted as an attempt: it was not the job's fault.
         expect(done.body).toMatchObject({ status: "completed", attempts: 1 });
         expect((done.body.history as { outcome: string }[]).map((h) => h.outcome)).toEqual(["aborted", "200"]);

@@ -126,8 +126,8 @@ beforeAll(async () => {
   backend = await startTracedBackend(tracings.backend);
   stream = uniqueStream("traced");
   const config = configFor(backend.url, stream);
-  proxy = await startApp(config, "proxy", 2_000, { tracing: tracings.proxy });
-  worker = await startApp(config, "worker", 2_000, { tracing: tracings.worker });
+  proxy = await startApp(config, { role: "proxy", tracing: tracings.proxy });
+  worker = await startApp(config, { role: "worker", tracing: tracings.worker });
   await Promise.all([proxy.app.ready, worker.app.ready]);
 });
 

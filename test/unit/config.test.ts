@@ -498,6 +498,22 @@ describe("problems, one kind at a time", () => {
     expect(onlyProblem("routes: [{ name: r, path: '/r?x=1' }]").message).toContain('must not contain "?"');
   });
 
+  it.each([
+    ["/a/../b", "has a dot segment"],
+    ["/./reports/**", "has a dot segment"],
+    ["/a%2Fb", "slash or backslash escape"],
+    ["/a\\\\b", "slash or backslash escape"],
+    ["/%72eports/**", "escapes a letter, digit or -._~"],
+    ["/caf%c3%a9", "percent-escape in lower case"],
+  ])("reports the route path %j, which no normalised request path could match", (path, message) => {
+    expect(onlyProblem(`routes: [{ name: r, path: "${path}" }]`)).toMatchObject({ path: "routes[0].path" });
+    expect(onlyProblem(`routes: [{ name: r, path: "${path}" }]`).message).toContain(message);
+  });
+
+  it("takes a route path with upper-case escapes of reserved characters", () => {
+    expect(parseConfig("routes: [{ name: r, path: '/caf%C3%A9/**' }]").routes[0]?.path).toBe("/caf%C3%A9/**");
+  });
+
   it("reports a route at or under jobs.path", () => {
     const underDefault = onlyProblem("routes:\n  - name: r\n    path: /_slowlane/jobs/**\n");
     expect(underDefault).toMatchObject({ path: "routes[0].path", line: 3, column: 11 });

@@ -1,6 +1,6 @@
 /**
- * A bare http-proxy-3 reverse proxy with a keep-alive agent, in front of UPSTREAM. Same agent
- * settings and `xfwd` as slowlane's passthrough, nothing else: the ceiling for passthrough.
+ * A bare http-proxy-3 reverse proxy with a keep-alive agent and `xfwd`, in front of UPSTREAM: what
+ * slowlane's passthrough was built on before it moved to undici, kept as the floor it must beat.
  */
 import { Agent, createServer } from "node:http";
 import { createProxyServer } from "http-proxy-3";

@@ -126,6 +126,27 @@ export async function compare(
   return out;
 }
 
+/**
+ * {@link compare} for any number of targets: one warm-up run each, then `runs` measured rounds,
+ * each starting one target later than the last, so drift on a shared machine hits all alike.
+ */
+export async function compareMany<K extends string>(
+  runs: number,
+  warmupS: number,
+  targets: Record<K, (durationS?: number) => Promise<LoadResult>>,
+): Promise<Record<K, LoadResult[]>> {
+  const names = Object.keys(targets) as K[];
+  const out = Object.fromEntries(names.map((n) => [n, [] as LoadResult[]])) as Record<K, LoadResult[]>;
+  for (const name of names) await targets[name](warmupS);
+  for (let i = 0; i < runs; i++) {
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(i + j) % names.length] as K;
+      out[name].push(await targets[name]());
+    }
+  }
+  return out;
+}
+
 export const med = {
   rps: (rs: LoadResult[]) => median(rs.map((r) => r.reqPerSec)),
   p99: (rs: LoadResult[]) => median(rs.map((r) => r.p99Ms)),

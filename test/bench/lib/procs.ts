@@ -36,6 +36,23 @@ export interface Proc {
 
 let counter = 0;
 
+/**
+ * CPU time (user + system) a process has used so far, in ms, from `/proc/<pid>/stat` (Linux;
+ * `NaN` elsewhere). Unlike req/s, CPU per request barely moves when other work shares the machine.
+ */
+export function cpuTimeMs(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    // USER_HZ is 100 on every Linux Node supports.
+    return ticks * 10;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 function track(name: string, child: ChildProcess, logFile: string, lines: string[]): Proc {
   live.add(child);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));

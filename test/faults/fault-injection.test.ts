@@ -1,8 +1,10 @@
 /**
  * The fault-injection suite at CI size: real nats-server, proxy and worker processes of the
- * built CLI (npm run build first), SIGKILLed and restarted while a client submits jobs. Nothing
- * accepted may be lost, every result must be its own job's, and with attempts: 100 nothing may
- * fail; repeated backend calls (at-least-once after a crash mid-call) are reported, not failed.
+ * built CLI (npm run build first), SIGKILLed and restarted while a client submits jobs, and the
+ * backend killed for a few seconds. Nothing accepted may be lost, every result must be its own
+ * job's, and nothing may fail: the backend's outage outlasts the route's attempts, which only the
+ * route's circuit keeps; repeated backend calls (at-least-once after a crash mid-call) are
+ * reported, not failed.
  *
  * FAULTS_JOBS, FAULTS_SEED, FAULTS_WORKER_KILLS... override the CI parameters (see run-faults.ts).
  */
@@ -14,7 +16,7 @@ const faultRun = createFaultRun({ ...options, note: (line) => console.log(`[faul
 afterAll(() => faultRun.close());
 
 describe("fault injection", () => {
-  it("loses no accepted job while workers, the proxy and nats-server crash", { timeout: 175_000 }, async () => {
+  it("loses no accepted job while workers, the proxy, nats-server and the backend crash", { timeout: 175_000 }, async () => {
     const report = await faultRun.run();
     console.log(formatReport(report));
 

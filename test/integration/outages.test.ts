@@ -5,16 +5,10 @@
 import { rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import request from "supertest";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestBackend } from "../helpers/backend.js";
-import type { TestBackend } from "../helpers/backend.js";
-import { startNatsServer } from "../helpers/nats.js";
-import type { NatsServer } from "../helpers/nats.js";
-import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
-import type { TestApp } from "../helpers/slowlane.js";
+import { describe, expect, it } from "vitest";
+import { JOBS } from "../helpers/jobs.js";
+import { useSlowlane } from "../helpers/use-slowlane.js";
 import { waitFor } from "../helpers/wait.js";
-
-const JOBS = "/_slowlane/jobs";
 
 /** A port nothing listens on. */
 async function closedPort(): Promise<number> {
@@ -25,28 +19,15 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-function baseConfig(natsUrl: string, upstream: string) {
-  return {
-    listen: "127.0.0.1:0",
-    upstream,
-    nats: { servers: natsUrl, stream: uniqueStream("faults"), ackWait: "2s" },
-    defaults: { timeout: "5s", ttl: "5m", attempts: 1, retryAfter: "3s" },
-    routes: [{ name: "jobs", methods: ["POST"], path: "/async/**" }],
-  };
-}
+const defaults = { timeout: "5s", ttl: "5m", attempts: 1, retryAfter: "3s" };
+const routes = [{ name: "jobs", methods: ["POST"], path: "/async/**" }];
 
 describe("upstream down", () => {
-  let nats: NatsServer;
-  let slowlane: TestApp;
-
-  beforeAll(async () => {
-    nats = await startNatsServer();
-    slowlane = await startApp(makeConfig(baseConfig(nats.url, `http://127.0.0.1:${await closedPort()}`)));
-    await slowlane.app.ready;
-  });
-  afterAll(async () => {
-    await slowlane?.close();
-    await nats?.close();
+  const slowlane = useSlowlane({
+    stream: "faults",
+    backend: false,
+    config: async () => ({ upstream: `http://127.0.0.1:${await closedPort()}`, nats: { ackWait: "2s" }, defaults }),
+    routes,
   });
 
   it("answers passthrough requests 502 problem+json and keeps running", async () => {
@@ -62,37 +43,26 @@ describe("upstream down", () => {
     const accepted = await request(slowlane.url).post("/async/x").send("payload");
     expect(accepted.status).toBe(202);
     const id = accepted.body.id as string;
-    const done = await waitFor(async () => {
-      const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
-      return res.status === 303 ? res : undefined;
-    });
+    const done = await slowlane.waitFinal(id);
     expect(done.body).toMatchObject({ status: "failed", attempts: 1, error: { code: "SLOWLANE_UPSTREAM_UNREACHABLE" } });
-    const result = await request(slowlane.url).get(`${JOBS}/${id}/result`);
+    const result = await slowlane.result(id);
     expect(result.status).toBe(502);
-    expect(result.body.detail).toMatch(/ECONNREFUSED/);
+    // Public bodies never carry the backend's address or the network error (issue 10 §6): the log does.
+    expect(result.body.detail).toBe("the backend could not be reached");
+    expect(done.body.error.message).toBe("the backend could not be reached");
+    const failed = slowlane.logs.find((l) => l.msg === "job failed" && l.job === id);
+    expect(failed?.detail).toMatch(/ECONNREFUSED.*127\.0\.0\.1:\d+/);
   });
 });
 
 describe("NATS unavailable", () => {
-  let nats: NatsServer;
-  let backend: TestBackend;
-  let slowlane: TestApp;
-
-  beforeAll(async () => {
-    [nats, backend] = await Promise.all([startNatsServer(), startTestBackend()]);
-    slowlane = await startApp(makeConfig(baseConfig(nats.url, backend.url)));
-    await slowlane.app.ready;
-  });
-  afterAll(async () => {
-    await slowlane?.close();
-    await Promise.all([backend?.close(), nats?.close()]);
-  });
+  const slowlane = useSlowlane({ stream: "faults", config: { nats: { ackWait: "2s" }, defaults }, routes });
 
   it("answers 503 on async routes while NATS is down, passthrough keeps working, and recovers", async () => {
     const before = await request(slowlane.url).post("/async/a").send("x");
     expect(before.status).toBe(202);
 
-    await nats.stop("SIGKILL");
+    await slowlane.nats.stop("SIGKILL");
     const refused = await waitFor(async () => {
       const res = await request(slowlane.url).post("/async/b").send("x");
       return res.status === 503 ? res : undefined;
@@ -103,50 +73,41 @@ describe("NATS unavailable", () => {
     const passthrough = await request(slowlane.url).get("/plain");
     expect(passthrough.status).toBe(200);
 
-    await nats.restart();
+    await slowlane.nats.restart();
     const after = await waitFor(async () => {
       const res = await request(slowlane.url).post("/async/c").send("x");
       return res.status === 202 ? res : undefined;
     });
     // The job accepted before the outage survived the SIGKILL (file storage) and completes.
     for (const id of [before.body.id as string, after.body.id as string]) {
-      const done = await waitFor(async () => {
-        const res = await request(slowlane.url).get(`${JOBS}/${id}`).redirects(0);
-        return res.status === 303 ? res : undefined;
-      });
+      const done = await slowlane.waitFinal(id);
       expect(done.body.status).toBe("completed");
     }
-    expect(backend.callsTo("/async/b")).toHaveLength(0);
+    expect(slowlane.backend.callsTo("/async/b")).toHaveLength(0);
   });
 
   it("sets JetStream up again when NATS comes back with an empty store", async () => {
-    await nats.stop("SIGKILL");
-    await rm(nats.storeDir, { recursive: true, force: true });
-    await nats.restart();
+    await slowlane.nats.stop("SIGKILL");
+    await rm(slowlane.nats.storeDir, { recursive: true, force: true });
+    await slowlane.nats.restart();
     const accepted = await waitFor(async () => {
       const res = await request(slowlane.url).post("/async/wiped").send("x");
       return res.status === 202 ? res : undefined;
     });
-    const done = await waitFor(async () => {
-      const res = await request(slowlane.url).get(`${JOBS}/${accepted.body.id as string}`).redirects(0);
-      return res.status === 303 ? res : undefined;
-    });
+    const done = await slowlane.waitFinal(accepted.body.id as string);
     expect(done.body.status).toBe("completed");
     expect(slowlane.logs.some((l) => l.msg === "consumer re-created; pulling again")).toBe(true);
   });
 });
 
 describe("NATS not there at start", () => {
-  let backend: TestBackend;
-  let slowlane: TestApp;
-
-  beforeAll(async () => {
-    backend = await startTestBackend();
-    slowlane = await startApp(makeConfig(baseConfig(`nats://127.0.0.1:${await closedPort()}`, backend.url)));
-  });
-  afterAll(async () => {
-    await slowlane?.close();
-    await backend?.close();
+  const slowlane = useSlowlane({
+    stream: "faults",
+    nats: false,
+    // It never becomes ready: nothing to wait for.
+    ready: false,
+    config: async () => ({ nats: { servers: `nats://127.0.0.1:${await closedPort()}`, ackWait: "2s" }, defaults }),
+    routes,
   });
 
   it("starts anyway: says where it tried in one line, 503 on async routes, passthrough works", async () => {
