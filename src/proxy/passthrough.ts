@@ -21,6 +21,7 @@ import { createProxyServer } from "http-proxy-3";
 import { Pool } from "undici";
 import type { Dispatcher } from "undici";
 import { BackendUnreachableError, BadRequestError } from "../errors.js";
+import { lazyChild } from "../log.js";
 import type { Logger } from "../log.js";
 import { dropHopByHop, withoutHopByHop } from "../shared/hop-by-hop.js";
 import { sendProblem, sendProblemOnSocket } from "../shared/problem.js";
@@ -69,7 +70,7 @@ export function createPassthrough(options: { upstream: string; log: Logger; trac
       const codings = req.headers["transfer-encoding"];
       if (codings !== undefined && codings.toLowerCase() !== "chunked") return refuseCodings(req, res);
       const traced = tracePassthrough(tracing, upstream, req, res);
-      pool.dispatch(toDispatchOptions(req, prefix), new PassthroughCall(req, res, traced ? log.child(logFields(traced.span)) : log));
+      pool.dispatch(toDispatchOptions(req, prefix), new PassthroughCall(req, res, traced ? lazyChild(log, () => logFields(traced.span)) : log));
     },
     ws,
     close() {

@@ -4,6 +4,7 @@
  * backend receives). With tracing off every function here returns at its first line.
  */
 import type { JobRequest } from "../jobs/envelope.js";
+import { lazyChild } from "../log.js";
 import { noteAttemptTrace } from "../jobs/transitions.js";
 import { carrierFromHeaders, endSpan, fromCarrier, logFields, startAttemptSpan, startClientSpan, toCarrier } from "../tracing/index.js";
 import type { JobTraceCarrier, SpanEnd } from "../tracing/index.js";
@@ -14,10 +15,13 @@ function jobCarrier(job: JobRequest): JobTraceCarrier | undefined {
   return job.trace ?? carrierFromHeaders(job.headers);
 }
 
-/** `deps` whose logger carries the job's trace (the accept span's ids): for lines written before the attempt's span starts. */
+/**
+ * `deps` whose logger carries the job's trace (the accept span's ids): for the few lines written
+ * before the attempt's span starts (a job final already, lost, held back), so made only if used.
+ */
 export function withJobTrace(deps: AttemptDeps, job: JobRequest): AttemptDeps {
   if (!deps.tracing.enabled) return deps;
-  return { ...deps, log: deps.log.child(logFields(fromCarrier(jobCarrier(job)))) };
+  return { ...deps, log: lazyChild(deps.log, () => logFields(fromCarrier(jobCarrier(job)))) };
 }
 
 /**
@@ -38,9 +42,14 @@ export function startAttemptTrace(run: Run, deps: AttemptDeps): Run {
   return { ...run, trace, deps: { ...deps, log: deps.log.child(logFields(trace.span)) } };
 }
 
-/** Starts the backend call's client span; its context is what `callBackend` sends as `traceparent`. */
+/**
+ * Starts the backend call's client span; its context is what `callBackend` sends as `traceparent`.
+ * An attempt the sampler left out gets none: the backend continues the trace from the attempt's
+ * span, and nothing of it is exported anyway.
+ */
 export function startBackendCallTrace(run: Run, url: string): Run["backendCall"] {
   if (run.trace === undefined) return undefined;
+  if (!run.trace.span.isRecording()) return run.trace;
   const { job, route } = run;
   run.backendCall = startClientSpan(run.deps.tracing, run.trace.context, { method: job.method, url, route: route.name, jobId: job.id });
   return run.backendCall;

@@ -278,6 +278,34 @@ describe("a passthrough request", () => {
   });
 });
 
+describe("a trace the sampler leaves out", () => {
+  it("is still passed on, flagged not sampled, and still joins the logs; nothing of it is exported", async () => {
+    process.env.OTEL_TRACES_SAMPLER = "always_off";
+    const unsampled = await tracingFor("slowlane-unsampled").finally(() => delete process.env.OTEL_TRACES_SAMPLER);
+    const app = await startApp(configFor(backend.url, stream), { role: "proxy", tracing: unsampled });
+    const traceId = "5bf92f3577b34da6a3ce929d0e0e4737";
+    try {
+      await app.app.ready;
+      const traceparent = `00-${traceId}-00f067aa0ba902b7-01`;
+      expect((await request(app.url).get("/items/unsampled").set("traceparent", traceparent)).status).toBe(200);
+      const accepted = await request(app.url).post("/reports/unsampled").set("traceparent", traceparent).send("x");
+      expect(accepted.status).toBe(202);
+      await waitFinal(app.url, accepted.body.id as string);
+      for (const path of ["/items/unsampled", "/reports/unsampled"]) {
+        const [, callTrace, parent, flags] = String(backend.calls.find((c) => c.url === path)?.headers.traceparent).split("-");
+        expect([callTrace, flags], path).toEqual([traceId, "00"]);
+        expect(parent).not.toBe("00f067aa0ba902b7");
+      }
+      expect(app.logs.find((l) => l.msg === "job accepted")?.trace_id).toBe(traceId);
+    } finally {
+      // Flushes what the proxy's tracing holds: nothing of this trace.
+      await app.close();
+    }
+    expect(receiver.spans.filter((s) => s.traceId === traceId && s.serviceName === "slowlane-unsampled")).toEqual([]);
+    // The worker's attempt followed the client's "not sampled" (parent-based): the backend got flags 00 above.
+  });
+});
+
 describe("a job accepted by a proxy without tracing, worked by a traced worker", () => {
   it("continues the client's own traceparent from the stored headers", async () => {
     const untraced = await startApp(configFor(backend.url, stream), "proxy");
