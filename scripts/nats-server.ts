@@ -7,19 +7,13 @@
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { accessSync, constants, rmSync, statSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { request } from "node:http";
 import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
-
-/** Where to look for the binary when neither `$NATS_SERVER_BIN` nor `PATH` has it. */
-const FALLBACK_BINARIES = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"] as const;
-
-const INSTALL_HINT =
-  "install it (apt-get install -y nats-server, or a release from https://github.com/nats-io/nats-server/releases) " +
-  "or set NATS_SERVER_BIN to its path";
+import { join } from "node:path";
+import { findNatsServerBinary } from "../src/nats/embedded-server.js";
 
 const HOST = "127.0.0.1";
 const DEFAULT_START_TIMEOUT_MS = 10_000;
@@ -90,45 +84,12 @@ function installExitHook(): void {
   });
 }
 
-function isExecutableFile(path: string): boolean {
-  try {
-    if (!statSync(path).isFile()) return false;
-    accessSync(path, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
- * Finds the `nats-server` binary: `$NATS_SERVER_BIN`, then `nats-server` on `PATH`,
- * then `/usr/sbin/nats-server`, then `/usr/local/bin/nats-server`.
- *
- * An explicit `$NATS_SERVER_BIN` that is not an executable file is an error rather than
- * a reason to fall back, so a typo never silently runs another version.
- *
- * @param env - environment to read `NATS_SERVER_BIN` and `PATH` from.
- * @returns the absolute (or `PATH`-relative) path of the binary.
- * @throws Error with an install hint when no binary is found.
+ * Finds the `nats-server` binary: `$NATS_SERVER_BIN`, then `nats-server` on `PATH`, then
+ * `/usr/sbin/nats-server`, then `/usr/local/bin/nats-server`; throws with the install command.
+ * The product's own lookup (`nats.servers: embedded`), so tests and slowlane agree.
  */
-export function findNatsServerBinary(env: NodeJS.ProcessEnv = process.env): string {
-  const explicit = env.NATS_SERVER_BIN;
-  if (explicit !== undefined && explicit !== "") {
-    if (isExecutableFile(explicit)) return explicit;
-    throw new Error(`nats-server not found: NATS_SERVER_BIN=${explicit} is not an executable file; ${INSTALL_HINT}`);
-  }
-  for (const dir of (env.PATH ?? "").split(delimiter)) {
-    if (dir === "") continue;
-    const candidate = join(dir, "nats-server");
-    if (isExecutableFile(candidate)) return candidate;
-  }
-  for (const candidate of FALLBACK_BINARIES) {
-    if (isExecutableFile(candidate)) return candidate;
-  }
-  throw new Error(
-    `nats-server not found on PATH nor in ${FALLBACK_BINARIES.join(", ")}; ${INSTALL_HINT}`,
-  );
-}
+export { findNatsServerBinary };
 
 /** Asks the OS for a free TCP port on 127.0.0.1 (it may be taken again before we use it; callers retry). */
 export function getFreePort(): Promise<number> {

@@ -1,7 +1,8 @@
 /**
  * The composition root: builds a slowlane process (proxy, workers, or both) from a Config. Nothing
- * listens or connects on import; `startSlowlane` does, and `close()` undoes it in order: not ready,
- * stop accepting and drain the workers together, then NATS, then the admin server.
+ * listens or connects on import; `startSlowlane` does (after starting the embedded nats-server, if
+ * the config asks for one), and `close()` undoes it in order: not ready, stop accepting and drain
+ * the workers together, then NATS, then the embedded nats-server, then the admin server.
  */
 import { createReadiness } from "./admin/readiness.js";
 import type { Readiness } from "./admin/readiness.js";
@@ -20,6 +21,8 @@ import { createJobStore } from "./jobs/store.js";
 import type { JobStore } from "./jobs/store.js";
 import type { TransitionObserver } from "./jobs/transitions.js";
 import type { JetStreamContext } from "./nats/context.js";
+import { openNatsEndpoint } from "./nats/endpoint.js";
+import type { NatsEndpoint } from "./nats/endpoint.js";
 import { checkJetStream, readQueueDepths } from "./nats/health.js";
 import { toJetStreamNames } from "./nats/names.js";
 import { createNatsSession } from "./nats/session.js";
@@ -32,6 +35,8 @@ import type { ServerSecrets } from "./security/key-source.js";
 import { loadOrCreateSharedKey } from "./security/server-keys.js";
 import { createCallbackDelivery } from "./worker/callback-delivery.js";
 import type { CallbackDeliverer } from "./worker/callback-delivery.js";
+import { DISABLED_TRACING } from "./tracing/index.js";
+import type { Tracing } from "./tracing/index.js";
 import { createForwarder } from "./worker/forwarder.js";
 import type { Forwarder } from "./worker/forwarder.js";
 
@@ -53,8 +58,10 @@ export interface SlowlaneOptions {
   configFile?: string;
   /** Reload when `configFile` changes; default true when `configFile` is given. */
   watchConfig?: boolean;
-  /** Environment for `SLOWLANE_KEY_FILE`; default `process.env`. */
+  /** Where `SLOWLANE_KEY_FILE`, the NATS_* credentials and TLS variables (and NATS_SERVER_BIN) are read; default `process.env`. */
   env?: NodeJS.ProcessEnv;
+  /** Spans for requests and jobs (`startTracing`); default off. `close()` flushes it, last. */
+  tracing?: Tracing;
 }
 
 export interface Slowlane {
@@ -125,8 +132,8 @@ class Runtime {
   }
 }
 
-function createProcessReadiness(runtime: Runtime, nats: NatsSession): Readiness {
-  const servers = runtime.current.nats.servers.join(", ");
+function createProcessReadiness(endpoint: NatsEndpoint, nats: NatsSession): Readiness {
+  const servers = endpoint.servers.join(", ");
   return createReadiness({
     checks: [
       // A reload that is refused keeps the last good config in force: the process stays ready.
@@ -174,28 +181,37 @@ function loadSecrets(options: SlowlaneOptions): ServerSecrets | undefined {
   return secrets;
 }
 
+/** The NATS session of this process, on the endpoint's servers, provisioning for the config in force. */
+function createProcessNats(options: SlowlaneOptions, runtime: Runtime, endpoint: NatsEndpoint): NatsSession {
+  return createNatsSession({
+    config: () => runtime.current,
+    name: `slowlane-${options.role}`,
+    consumers: options.role !== "proxy",
+    log: options.log,
+    servers: endpoint.servers,
+    auth: endpoint.auth,
+    ...(options.natsRetryDelayMs === undefined ? {} : { retryDelayMs: options.natsRetryDelayMs }),
+    onSetUp: (context, config) => runtime.afterSetUp(context, config, options.log),
+  });
+}
+
 /** Once NATS is set up, a worker process starts pulling jobs and callback deliveries. */
-async function startWorkers(role: Role, nats: NatsSession, runtime: Runtime, log: Logger, metrics: Metrics): Promise<void> {
+async function startWorkers(role: Role, nats: NatsSession, runtime: Runtime, log: Logger, metrics: Metrics, tracing: Tracing): Promise<void> {
   const context = nats.context();
   if (role === "proxy" || !context || runtime.closing) return;
   const config = runtime.current;
   const store = runtime.storeOf(context);
-  runtime.forwarder = await createForwarder({ config, store, log, observer: metrics.forwarder });
+  runtime.forwarder = await createForwarder({ config, store, log, observer: metrics.forwarder, tracing });
   runtime.forwarderConfig = config;
   runtime.callbacks = await createCallbackDelivery({ config: () => runtime.current, store, log, observer: metrics.callbacks });
 }
 
 export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane> {
   const { role, log } = options;
+  const tracing = options.tracing ?? DISABLED_TRACING;
   const runtime = new Runtime(options.config, loadSecrets(options), createCompletionPublisher({ jobsPath: options.config.jobs.path, log }));
-  const nats = createNatsSession({
-    config: () => runtime.current,
-    name: `slowlane-${role}`,
-    consumers: role !== "proxy",
-    log,
-    ...(options.natsRetryDelayMs === undefined ? {} : { retryDelayMs: options.natsRetryDelayMs }),
-    onSetUp: (context, config) => runtime.afterSetUp(context, config, log),
-  });
+  const endpoint = await openNatsEndpoint(options.config, options.env ?? process.env, log);
+  const nats = createProcessNats(options, runtime, endpoint);
   const store = (): JobStore | undefined => {
     const context = nats.context();
     return context && runtime.storeOf(context);
@@ -207,9 +223,9 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       return context && readQueueDepths(context);
     },
   });
-  const readiness = createProcessReadiness(runtime, nats);
+  const readiness = createProcessReadiness(endpoint, nats);
 
-  const ready = nats.ready.then(() => nats.exclusive(() => startWorkers(role, nats, runtime, log, metrics)));
+  const ready = nats.ready.then(() => nats.exclusive(() => startWorkers(role, nats, runtime, log, metrics, tracing)));
   ready.catch(() => undefined);
 
   let admin: AdminServer | undefined;
@@ -221,10 +237,10 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       const observers = { http: metrics.http, resultCache: metrics.resultCache };
       const serverLimits = options.serverLimits === undefined ? {} : { serverLimits: options.serverLimits };
       const keys = () => runtime.secrets?.keys;
-      proxy = await startProxy({ config: () => runtime.current, log, store, keys, observers, ...serverLimits });
+      proxy = await startProxy({ config: () => runtime.current, log, store, keys, observers, tracing, ...serverLimits });
     }
   } catch (err) {
-    await Promise.all([admin?.close(), nats.close()]);
+    await Promise.all([admin?.close(), nats.close().then(() => endpoint.close())]);
     throw err;
   }
 
@@ -262,7 +278,10 @@ export async function startSlowlane(options: SlowlaneOptions): Promise<Slowlane>
       const drainMs = options.drainMs ?? runtime.current.shutdownTimeoutMs;
       await Promise.all([proxy?.close(drainMs), runtime.forwarder?.close(drainMs), runtime.callbacks?.close(drainMs)]);
       await nats.close();
+      await endpoint.close();
       await adminServer.close();
+      // Last: the spans of everything above (the drain included) are exported.
+      await tracing.shutdown();
     },
   };
 }

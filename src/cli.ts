@@ -15,6 +15,7 @@ import { runJobsCommand } from "./ops/jobs-command.js";
 import { describeStorage, keyFileOf, loadKeyFileSecrets } from "./security/key-source.js";
 import type { ServerKeys } from "./security/server-keys.js";
 import { generateKeyLine } from "./security/server-keys.js";
+import { startTracing } from "./tracing/index.js";
 
 const USAGE = `usage: slowlane <command> [--config FILE]
 
@@ -34,8 +35,15 @@ options:
 
 environment:
   SLOWLANE_CONFIG     config file, when --config is not given
-  NATS_URL            overrides nats.servers (comma-separated)
+  NATS_URL            overrides nats.servers (comma-separated; \`embedded\` included)
   SLOWLANE_KEY_FILE   server key file (overrides security.keyFile); encrypts what is stored
+  NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY
+                      NATS credentials (a value, or a file for CREDS and NKEY); win over nats.auth
+  NATS_CA, NATS_CERT, NATS_KEY
+                      TLS files for NATS; win over nats.tls
+  NATS_SERVER_BIN     the nats-server binary for nats.servers: embedded (default: from PATH)
+  OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, ...
+                      OpenTelemetry tracing (OTLP/HTTP); off unless an endpoint is set
   LOG_LEVEL           pino level: trace, debug, info (default), warn, error, fatal
 `;
 
@@ -94,10 +102,13 @@ async function serve(role: Role, file: string): Promise<void> {
   log.info({ role, config: file, version: version() }, "starting slowlane");
   let app: Awaited<ReturnType<typeof startSlowlane>>;
   try {
-    app = await startSlowlane({ config, role, log, configFile: file });
+    // Off (and no SDK loaded) unless OTEL_EXPORTER_OTLP_ENDPOINT is set; app.close() flushes it last.
+    const tracing = await startTracing(process.env, log);
+    app = await startSlowlane({ config, role, log, configFile: file, tracing });
   } catch (err) {
-    // A port in use, say: an operational error (exit 1), not a usage error.
-    log.fatal({ err }, "could not start");
+    // A port in use, an unreadable credentials file, no nats-server for `embedded`: an operational
+    // error (exit 1), not a usage error, said in one line.
+    log.fatal({ err }, `could not start: ${messageOf(err)}`);
     process.exit(1);
   }
 

@@ -36,3 +36,19 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
   };
   return settings.destination ? pino(options, settings.destination) : pino(options);
 }
+
+/**
+ * `log.child(bindings())`, made on the first use only: for a request or a job whose lines are rare
+ * (a passthrough's error line), where a child made up front would cost more than the request's
+ * spans (pino's `child()` takes a few microseconds). Every method and property is the child's.
+ */
+export function lazyChild(log: Logger, bindings: () => Record<string, unknown>): Logger {
+  let child: Logger | undefined;
+  const target = (): Logger => (child ??= log.child(bindings()));
+  return new Proxy(log, {
+    get(_, prop) {
+      const value: unknown = Reflect.get(target(), prop);
+      return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target()) : value;
+    },
+  });
+}

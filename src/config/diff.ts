@@ -7,7 +7,17 @@ import type { Config, RouteConfig } from "./types.js";
 import { isRecord } from "../shared/guards.js";
 
 /** Keys (as written in the file) that need a restart to take effect. */
-export const RESTART_KEYS = ["listen", "admin.listen", "nats.servers", "nats.stream", "jobs.path", "log.redactHeaders"] as const;
+export const RESTART_KEYS = [
+  "listen",
+  "admin.listen",
+  "nats.servers",
+  "nats.stream",
+  "nats.embedded",
+  "nats.tls",
+  "nats.auth",
+  "jobs.path",
+  "log.redactHeaders",
+] as const;
 
 export interface ConfigChanges {
   /** Keys whose value changed, dotted as in {@link Config} (`defaults.timeoutMs`), routes apart; sorted. */
@@ -74,6 +84,13 @@ export function toReloadedConfig(previous: Config, next: Config): Config {
     admin: previous.admin,
     jobs: previous.jobs,
     log: previous.log,
-    nats: Object.freeze({ ...next.nats, servers: previous.nats.servers, stream: previous.nats.stream }),
+    nats: Object.freeze({
+      ...next.nats,
+      servers: previous.nats.servers,
+      stream: previous.nats.stream,
+      embedded: previous.nats.embedded,
+      tls: previous.nats.tls,
+      auth: previous.nats.auth,
+    }),
   });
 }

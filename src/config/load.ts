@@ -120,11 +120,11 @@ export function parseConfig(text: string, opts: ParseConfigOptions = {}): Config
   return deepFreeze(applyEnv(result.data, env));
 }
 
-/** `NATS_URL` (comma-separated) replaces `nats.servers`; an empty value is ignored. */
+/** `NATS_URL` (comma-separated) replaces `nats.servers`, `embedded` included; an empty value is ignored. */
 function applyEnv(config: Config, env: NodeJS.ProcessEnv | undefined): Config {
   const servers = splitServers(env?.NATS_URL ?? "");
   if (servers.length === 0) return config;
-  return { ...config, nats: { ...config.nats, servers } };
+  return { ...config, nats: { ...config.nats, servers, embedded: undefined } };
 }
 
 function toProblems(

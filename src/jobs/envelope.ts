@@ -16,6 +16,8 @@ import { messageOf } from "../errors.js";
 import { isJobOwner } from "../security/owner-identity.js";
 import type { JobOwner } from "../security/owner-identity.js";
 import type { Sealer } from "../security/seal.js";
+import { isJobTraceCarrier } from "../tracing/index.js";
+import type { JobTraceCarrier } from "../tracing/index.js";
 
 export const ENVELOPE_HEADER = "Slowlane-Request";
 const ENVELOPE_VERSION = 1;
@@ -63,6 +65,8 @@ export interface JobRequest {
   readonly unreadable?: string;
   /** The client's `X-Callback-Url`, checked against the route's `callbacks.allow` at accept. */
   readonly callbackUrl?: string;
+  /** The accept span's context (W3C), when the proxy traced the request: every attempt is its child. */
+  readonly trace?: JobTraceCarrier;
 }
 
 /** An accepted request as a message: the envelope header and the payload. */
@@ -78,7 +82,7 @@ interface SealedPart {
 }
 
 function toEnvelope(request: JobRequest, sealer: Sealer | undefined): Record<string, unknown> {
-  const { id, route, method, createdAt, storedBody, owner, fingerprint, callbackUrl } = request;
+  const { id, route, method, createdAt, storedBody, owner, fingerprint, callbackUrl, trace } = request;
   const part: SealedPart = { url: request.url, headers: request.headers };
   return {
     v: ENVELOPE_VERSION,
@@ -91,6 +95,7 @@ function toEnvelope(request: JobRequest, sealer: Sealer | undefined): Record<str
     ...(owner === undefined ? {} : { owner }),
     ...(fingerprint === undefined ? {} : { fingerprint }),
     ...(callbackUrl === undefined ? {} : { callbackUrl }),
+    ...(trace === undefined ? {} : { trace }),
   };
 }
 
@@ -112,6 +117,13 @@ export function toJobMessage(request: JobRequest, body: Uint8Array, sealer: Seal
 
 function isStringArray(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((v) => typeof v === "string");
+}
+
+/** A stored trace carrier, copied field by field; one that is not a carrier is dropped: worth a trace, never a failed job. */
+function decodeTrace(value: unknown): { trace?: JobTraceCarrier } {
+  if (!isJobTraceCarrier(value)) return {};
+  const { traceparent, tracestate } = value;
+  return { trace: tracestate === undefined ? { traceparent } : { traceparent, tracestate } };
 }
 
 function isSealedPart(value: unknown): value is SealedPart {
@@ -177,5 +189,6 @@ export function decodeEnvelope(hdrs: MsgHdrs | undefined, sealer?: Sealer): JobR
     ...(typeof e.callbackUrl === "string" ? { callbackUrl: e.callbackUrl } : {}),
     ...(e.bodySealed === true ? { bodySealed: true as const } : {}),
     ...(part.unreadable === undefined ? {} : { unreadable: part.unreadable }),
+    ...decodeTrace(e.trace),
   };
 }

@@ -7,6 +7,7 @@ import { messageOf } from "../errors.js";
 import { isJobOwner } from "../security/owner-identity.js";
 import type { JobOwner } from "../security/owner-identity.js";
 import type { Sealer } from "../security/seal.js";
+import type { JobTraceCarrier } from "../tracing/index.js";
 
 export const JobStatus = {
   Queued: "queued",
@@ -105,6 +106,8 @@ export interface JobRecord {
   readonly fingerprint?: string;
   /** The callback asked for at accept (`X-Callback-Url`), and how its delivery goes. */
   readonly callback?: CallbackState;
+  /** The span of the latest attempt that reached a transition (W3C), when traced: the next attempt links to it. */
+  readonly attemptTrace?: JobTraceCarrier;
 }
 
 export function isFinal(record: JobRecord): boolean {

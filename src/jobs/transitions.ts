@@ -18,6 +18,7 @@
  * each accepted job ({@link announceAccepted}): this file is the one place where transitions are
  * observed. Metrics and logs hook in at the callers, which know why a job moved.
  */
+import type { JobTraceCarrier } from "../tracing/index.js";
 import type { JobRequest } from "./envelope.js";
 import { CallbackStatus, JobStatus, isFinal, withAttempt } from "./record.js";
 import type { AttemptRecord, CallbackState, JobFailure, JobRecord, StoredResponse } from "./record.js";
@@ -174,6 +175,7 @@ export async function openJob(store: JobStore, job: JobRequest, options: { count
     failures: before?.failures ?? 0,
     ...(before?.history ? { history: before.history } : {}),
     ...(before?.retries ? { retries: before.retries } : {}),
+    ...(before?.attemptTrace ? { attemptTrace: before.attemptTrace } : {}),
     interruptions: (before?.interruptions ?? 0) + (interrupted ? 1 : 0),
   };
   return { kind: "open", tracked: { revision: previous?.revision ?? 0, record } };
@@ -211,6 +213,14 @@ export async function startJob(
   if (isPastDeadline(job, tracked.record.attempts, options.deadlineMs, now)) return { kind: "expired", tracked };
   const started = await advance(store, tracked, (r) => ({ ...r, status: JobStatus.Running, attempts: r.attempts + 1 }));
   return started ? { kind: "started", tracked } : { kind: "lost" };
+}
+
+/**
+ * Keeps a started attempt's span in the record, so the next attempt can link to it: written with
+ * the attempt's next transition (completed, retry, failed, handed back), not on its own.
+ */
+export function noteAttemptTrace(tracked: TrackedJob, carrier: JobTraceCarrier | undefined): void {
+  if (carrier !== undefined) tracked.record = { ...tracked.record, attemptTrace: carrier };
 }
 
 /** running → completed, with the stored response and the call in the history. */

@@ -3,13 +3,18 @@
  *
  * nats.js reconnects by itself once a connection has been made, but its first `connect()` fails
  * if no server answers. slowlane must start anyway (passthrough keeps working, async routes answer
- * 503), so the first connect is retried here, with one clear log line instead of a crash.
+ * 503), so the first connect is retried here, with one clear log line instead of a crash. The same
+ * holds for a server that refuses the credentials or whose certificate is not trusted: one line
+ * saying what failed and where (`describeConnectError`, never a secret), then retries, so that a
+ * password fixed on either side is picked up without a restart.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { messageOf } from "../errors.js";
 import type { Logger } from "../log.js";
+import { describeConnectError } from "./credentials.js";
+import type { NatsAuth } from "./credentials.js";
 
 export interface NatsClientOptions {
   servers: readonly string[];
@@ -20,6 +25,8 @@ export interface NatsClientOptions {
   retryDelayMs?: number;
   /** Called after the first connect and after every reconnect, before `isConnected()` turns true. */
   onConnect?: (nc: NatsConnection) => Promise<void>;
+  /** Credentials and TLS (`toNatsAuthOptions`); none when absent. */
+  auth?: NatsAuth;
 }
 
 export interface NatsClient {
@@ -32,15 +39,54 @@ export interface NatsClient {
   close(): Promise<void>;
 }
 
-/** The one log line for a NATS that cannot be reached at start. */
-function unreachableLine(where: string, err: unknown, retryDelayMs: number): string {
-  return `cannot reach NATS JetStream at ${where} (${messageOf(err)}); is a nats-server with JetStream running? (start one with: nats-server -js) — retrying every ${retryDelayMs / 1000}s`;
+/**
+ * Logs a connect failure: at error the first time and whenever the reason changes (a server that
+ * was down now refuses the password), at debug while it stays the same, so a NATS that stays away
+ * gives one line, not one per retry. The error object goes to debug: its text is in the line.
+ */
+function createFailureLog(log: Logger, auth: NatsAuth | undefined) {
+  let last: string | undefined;
+  const report = (line: string, servers: string, err: unknown): void => {
+    if (line !== last) log.error({ servers }, line);
+    log.debug({ err }, line);
+    last = line;
+  };
+  return {
+    failed(err: unknown, servers: readonly string[], suffix: string): void {
+      report(`${describeConnectError(err, servers, auth)}${suffix}`, servers.join(", "), err);
+    },
+    setUpFailed(err: unknown, servers: string, suffix: string): void {
+      const line = `connected to NATS at ${servers}, but JetStream could not be set up (${messageOf(err)}); is JetStream enabled (nats-server -js)?${suffix}`;
+      report(line, servers, err);
+    },
+    reset(): void {
+      last = undefined;
+    },
+  };
+}
+
+/** A connection that, once made, reconnects for as long as the process lives. */
+function connectForever(servers: readonly string[], name: string, auth: NatsAuth | undefined): Promise<NatsConnection> {
+  return connect({
+    servers: [...servers],
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 1_000,
+    // nats.js gives up reconnecting after two authorization errors in a row; slowlane keeps
+    // trying, so that credentials fixed on either side are picked up without a restart.
+    ignoreAuthErrorAbort: true,
+    // Otherwise every request builds an Error with a stack up front, for async traces: 10-17%
+    // of the CPU of the accept, status and worker paths (profiled). Errors keep their message.
+    noAsyncTraces: true,
+    ...auth?.options,
+  });
 }
 
 export function createNatsClient(options: NatsClientOptions): NatsClient {
   const { servers, name, log } = options;
   const retryDelayMs = options.retryDelayMs ?? 2_000;
   const where = servers.join(", ");
+  const failures = createFailureLog(log, options.auth);
   const closing = new AbortController();
   let connection: NatsConnection | undefined;
   let connected = false;
@@ -71,42 +117,38 @@ export function createNatsClient(options: NatsClientOptions): NatsClient {
     for await (const s of nc.status()) {
       if (s.type === "disconnect") {
         connected = false;
+        failures.reset();
         log.warn({ server: s.server }, "NATS connection lost; async routes answer 503 until it is back");
       } else if (s.type === "reconnect") {
         log.info({ server: s.server }, "NATS connection restored");
         await setUpAgain(nc);
+      } else if (s.type === "error" && !connected) {
+        // A reconnect refused (a password changed on the server, a certificate no longer trusted).
+        failures.failed(s.error, servers, "; retrying");
+      } else if (s.type === "close" && !closing.signal.aborted) {
+        connected = false;
+        log.error({ servers: where }, "the NATS connection was closed and will not reconnect; restart slowlane");
       }
     }
   }
 
   async function firstConnect(): Promise<NatsConnection> {
-    let failures = 0;
-    while (!closing.signal.aborted) {
+    const retrying = `; retrying every ${retryDelayMs / 1000}s (async routes answer 503 meanwhile)`;
+    for (let attempt = 1; !closing.signal.aborted; attempt++) {
       try {
-        const nc = await connect({
-          servers: [...servers],
-          name,
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 1_000,
-          // Otherwise every request builds an Error with a stack up front, for async traces: 10-17%
-          // of the CPU of the accept, status and worker paths (profiled). Errors keep their message.
-          noAsyncTraces: true,
-        });
+        const nc = await connectForever(servers, name, options.auth);
         connection = nc;
         void watch(nc).catch((err: unknown) => log.error({ err }, "NATS status watcher stopped"));
         await setUp(nc);
-        log.info({ servers: where, attempts: failures + 1 }, "connected to NATS");
+        log.info({ servers: where, attempts: attempt, auth: options.auth?.describe ?? "no authentication" }, "connected to NATS");
         return nc;
       } catch (err) {
         if (connection) {
           // Connected but set-up failed (e.g. JetStream not enabled): close and try again.
           await connection.close().catch(() => undefined);
           connection = undefined;
-        }
-        failures += 1;
-        const line = unreachableLine(where, err, retryDelayMs);
-        if (failures === 1) log.error({ err }, line);
-        else log.debug({ attempt: failures }, line);
+          failures.setUpFailed(err, where, retrying);
+        } else failures.failed(err, servers, retrying);
         await sleep(retryDelayMs, undefined, { signal: closing.signal }).catch(() => undefined);
       }
     }

@@ -11,6 +11,7 @@ import type { Config } from "../config/index.js";
 import type { Logger } from "../log.js";
 import { createNatsClient } from "./connection.js";
 import type { JetStreamContext } from "./context.js";
+import type { NatsAuth } from "./credentials.js";
 import { provision } from "./provision.js";
 
 export interface NatsSessionOptions {
@@ -25,6 +26,10 @@ export interface NatsSessionOptions {
   retryDelayMs?: number;
   /** Called (inside `exclusive`) after each set-up, with the config it was made for. */
   onSetUp?: (context: JetStreamContext, config: Config) => Promise<void>;
+  /** The servers to connect to; default the config's `nats.servers` (an embedded server's URL replaces them). */
+  servers?: readonly string[];
+  /** Credentials and TLS for the connection. */
+  auth?: NatsAuth;
 }
 
 export interface NatsSession {
@@ -57,9 +62,10 @@ export function createNatsSession(options: NatsSessionOptions): NatsSession {
 
   const initial = options.config();
   const client = createNatsClient({
-    servers: initial.nats.servers,
+    servers: options.servers ?? initial.nats.servers,
     name: options.name,
     log: options.log,
+    ...(options.auth === undefined ? {} : { auth: options.auth }),
     ...(options.retryDelayMs === undefined ? {} : { retryDelayMs: options.retryDelayMs }),
     onConnect: (nc) => exclusive(async () => void (await setUp(nc, options.config()))),
   });

@@ -9,7 +9,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { loadConfig, ROUTE_NAME_PATTERN } from "../config/index.js";
 import type { Config } from "../config/index.js";
 import { ConfigError, NatsUnavailableError, UsageError, messageOf } from "../errors.js";
-
+import { describeConnectError, toNatsAuthOptions } from "../nats/credentials.js";
 import { openJetStream } from "../nats/open.js";
 import type { JetStreamContext } from "../nats/context.js";
 import { JobStatus } from "../jobs/record.js";
@@ -214,13 +214,20 @@ async function execute(context: JetStreamContext, invocation: Invocation, output
   }
 }
 
-async function connectOnce(config: Config): Promise<NatsConnection> {
-  const servers = config.nats.servers.join(", ");
+/** Connects with the credentials and TLS of `nats.auth`, `nats.tls` and the NATS_* variables, as the proxy does. */
+async function connectOnce(config: Config, env: NodeJS.ProcessEnv): Promise<NatsConnection> {
+  if (config.nats.embedded !== undefined) {
+    throw new NatsUnavailableError(
+      "nats.servers is embedded: set NATS_URL to the embedded nats-server of the running slowlane (its start-up log gives the url)",
+    );
+  }
+  const auth = toNatsAuthOptions({ env, tls: config.nats.tls, auth: config.nats.auth });
+  const servers = config.nats.servers;
   try {
     // No reconnecting: an ops command fails fast and says why, where the proxy would keep trying.
-    return await connect({ servers: [...config.nats.servers], name: "slowlane-jobs", timeout: CONNECT_TIMEOUT_MS, reconnect: false });
+    return await connect({ servers: [...servers], name: "slowlane-jobs", timeout: CONNECT_TIMEOUT_MS, reconnect: false, ...auth.options });
   } catch (err) {
-    throw new NatsUnavailableError(`cannot reach NATS at ${servers} (${messageOf(err)}); is a nats-server with JetStream running?`, { cause: err });
+    throw new NatsUnavailableError(describeConnectError(err, servers, auth), { cause: err });
   }
 }
 
@@ -258,7 +265,7 @@ export async function runJobsCommand(argv: string[], options: JobsCommandOptions
 
   let nc: NatsConnection | undefined;
   try {
-    nc = await connectOnce(config);
+    nc = await connectOnce(config, env);
     const context = await openJetStream(nc, config.nats.stream);
     return await execute(context, parsed.invocation, output);
   } catch (err) {

@@ -27,6 +27,8 @@ import type { FingerprintHasher } from "../security/keyed-hash.js";
 import { bindOwner } from "../security/owner-identity.js";
 import { sealedSize } from "../security/seal.js";
 import type { ServerKeys } from "../security/server-keys.js";
+import { DISABLED_TRACING, HttpAttributes, SlowlaneAttributes, endSpan, logFields, startServerSpan, toCarrier } from "../tracing/index.js";
+import type { JobTraceCarrier, TracedSpan, Tracing } from "../tracing/index.js";
 import { sendJson, sendProblem } from "../shared/problem.js";
 import { hashBody, idempotencyKeyOf, readBody, toStoredHeaders } from "./accept-request.js";
 import type { ReadBody } from "./accept-request.js";
@@ -56,6 +58,8 @@ export interface AcceptDeps {
   unknownIds: UnknownIds;
   /** `Prefer` (wait-then-202) and `X-Callback-Url`. */
   completion: AcceptCompletion;
+  /** Spans for accepted requests; default off. */
+  tracing?: Tracing;
 }
 
 export type AcceptHandler = (req: IncomingMessage, res: ServerResponse, route: RouteConfig) => Promise<void>;
@@ -65,6 +69,10 @@ interface Exchange {
   readonly res: ServerResponse;
   readonly route: RouteConfig;
   readonly store: JobStore;
+  /** The request's logger: with `trace_id` and `span_id` when it is traced. */
+  readonly log: Logger;
+  /** The accept span's context, stored with the job: every attempt continues that trace. */
+  readonly trace?: JobTraceCarrier;
 }
 
 /** A request that becomes a new job: its exchange and how its client wants to learn of completion. */
@@ -175,7 +183,8 @@ function announce(store: JobStore, unknownIds: UnknownIds, id: string): void {
   store.context.nc.publish(store.context.names.acceptedSubject(id));
 }
 
-function toJob(req: IncomingMessage, route: RouteConfig, keys: ServerKeys, id: string, body: ReadBody, plan: AcceptPlan): JobRequest {
+function toJob(exchange: Submission, keys: ServerKeys, id: string, body: ReadBody): JobRequest {
+  const { req, route, plan, trace } = exchange;
   const stored = "stored" in body ? body.stored : undefined;
   const owner = bindOwner(keys, route.owner, req.rawHeaders);
   return {
@@ -189,16 +198,33 @@ function toJob(req: IncomingMessage, route: RouteConfig, keys: ServerKeys, id: s
     ...(stored ? { storedBody: stored } : {}),
     ...(owner ? { owner } : {}),
     ...(plan.callbackUrl === undefined ? {} : { callbackUrl: plan.callbackUrl }),
+    ...(trace ? { trace } : {}),
   };
 }
 
+/**
+ * The accept's SERVER span, continuing the client's `traceparent`, ended when the answer is sent:
+ * its context goes with the job, its ids on the request's log lines. `undefined` with tracing off.
+ */
+function traceAccept(tracing: Tracing, req: IncomingMessage, res: ServerResponse, route: RouteConfig): TracedSpan | undefined {
+  if (!tracing.enabled) return undefined;
+  const attributes = { [HttpAttributes.route]: route.path, [SlowlaneAttributes.route]: route.name };
+  const traced = startServerSpan(tracing, req, `${req.method ?? "GET"} ${route.path}`, attributes);
+  res.once("close", () => {
+    const status = res.statusCode;
+    endSpan(traced.span, { outcome: status === 202 ? "accepted" : String(status), status });
+  });
+  return traced;
+}
+
 export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
-  const { config, log } = deps;
+  const { config } = deps;
+  const tracing = deps.tracing ?? DISABLED_TRACING;
   const jobsPath = config.jobs.path;
 
   /** Answers a repeat of an idempotent request: the job it made, unless this one differs (422). */
   function answerRepeat(exchange: Exchange, existing: ExistingJob, fingerprint: string): void {
-    const { res, route } = exchange;
+    const { res, route, log } = exchange;
     if (existing.fingerprint !== undefined && !fingerprintsMatch(existing.fingerprint, fingerprint)) {
       log.info({ job: existing.id, route: route.name }, "Idempotency-Key reused for another request; answered 422");
       sendProblem(res, new IdempotencyKeyReusedError());
@@ -214,18 +240,18 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
     try {
       fingerprint = await hashBody(req, createFingerprintHasher(existing.key, req.method ?? "GET", req.url ?? "/"), exchange.route.maxBodyBytes);
     } catch (err) {
-      bodyFailed(log, exchange, err);
+      bodyFailed(exchange.log, exchange, err);
       return;
     }
     answerRepeat(exchange, existing, fingerprint);
   }
 
   async function submit(exchange: Submission, keys: ServerKeys, identity: Extract<Identity, { kind: "new" }>): Promise<void> {
-    const { req, res, route, store, plan } = exchange;
+    const { req, res, route, store, plan, log } = exchange;
     const hasher = identity.key && createFingerprintHasher(identity.key, req.method ?? "GET", req.url ?? "/");
     const body = await receiveBody(log, exchange, identity.id, hasher);
     if (!body) return;
-    const job: JobRequest = { ...toJob(req, route, keys, identity.id, body, plan), ...(hasher ? { fingerprint: hasher.digest() } : {}) };
+    const job: JobRequest = { ...toJob(exchange, keys, identity.id, body), ...(hasher ? { fingerprint: hasher.digest() } : {}) };
     // Before the publish: a job that ends at once is still seen ending.
     const held = await deps.completion.hold(plan, job.id);
     let existing: ExistingJob | undefined;
@@ -253,6 +279,8 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
   }
 
   return async function accept(req, res, route) {
+    const traced = traceAccept(tracing, req, res, route);
+    const log = traced ? deps.log.child(logFields(traced.span)) : deps.log;
     const store = deps.store();
     const keys = deps.keys();
     if (!store || !keys) {
@@ -261,7 +289,7 @@ export function createAcceptHandler(deps: AcceptDeps): AcceptHandler {
       unavailable(res, route);
       return;
     }
-    const exchange: Exchange = { req, res, route, store };
+    const exchange: Exchange = { req, res, route, store, log, ...(traced ? { trace: toCarrier(traced.context) } : {}) };
     let identity: Identity;
     let plan: AcceptPlan;
     try {

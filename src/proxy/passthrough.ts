@@ -21,10 +21,14 @@ import { createProxyServer } from "http-proxy-3";
 import { Pool } from "undici";
 import type { Dispatcher } from "undici";
 import { BackendUnreachableError, BadRequestError } from "../errors.js";
+import { lazyChild } from "../log.js";
 import type { Logger } from "../log.js";
 import { dropHopByHop, withoutHopByHop } from "../shared/hop-by-hop.js";
 import { sendProblem, sendProblemOnSocket } from "../shared/problem.js";
+import { DISABLED_TRACING, logFields } from "../tracing/index.js";
+import type { Tracing } from "../tracing/index.js";
 import { parseRequestTarget } from "./normalize-path.js";
+import { tracePassthrough } from "./passthrough-trace.js";
 
 export interface Passthrough {
   web(req: IncomingMessage, res: ServerResponse): void;
@@ -49,8 +53,8 @@ function pathOf(req: IncomingMessage): string {
  * Passthrough to `upstream` (an `http:` or `https:` URL; a path prefix is kept). Errors never
  * escape: an unreachable upstream is a 502 problem+json.
  */
-export function createPassthrough(options: { upstream: string; log: Logger }): Passthrough {
-  const { upstream, log } = options;
+export function createPassthrough(options: { upstream: string; log: Logger; tracing?: Tracing }): Passthrough {
+  const { upstream, log, tracing = DISABLED_TRACING } = options;
   const target = new URL(upstream);
   const prefix = target.pathname === "/" ? "" : target.pathname.replace(/\/$/, "");
   const pool = new Pool(target.origin, {
@@ -65,7 +69,8 @@ export function createPassthrough(options: { upstream: string; log: Logger }): P
     web(req, res) {
       const codings = req.headers["transfer-encoding"];
       if (codings !== undefined && codings.toLowerCase() !== "chunked") return refuseCodings(req, res);
-      pool.dispatch(toDispatchOptions(req, prefix), new PassthroughCall(req, res, log));
+      const traced = tracePassthrough(tracing, upstream, req, res);
+      pool.dispatch(toDispatchOptions(req, prefix), new PassthroughCall(req, res, traced ? lazyChild(log, () => logFields(traced.span)) : log));
     },
     ws,
     close() {

@@ -8,6 +8,7 @@ import type { Config } from "../config/index.js";
 import type { Logger } from "../log.js";
 import type { JobStore } from "../jobs/store.js";
 import type { ServerKeys } from "../security/server-keys.js";
+import type { Tracing } from "../tracing/index.js";
 import { toHttpUrl } from "../shared/address.js";
 import { createAcceptHandler } from "./accept.js";
 import { createAcceptCompletion } from "./accept-completion.js";
@@ -33,6 +34,8 @@ export interface ProxyOptions {
   keys: () => ServerKeys | undefined;
   observers: { http: HttpObserver; resultCache: ResultCacheObserver };
   serverLimits?: ServerLimits;
+  /** Spans for accepts and passthrough requests; default off. */
+  tracing?: Tracing;
 }
 
 export interface Proxy {
@@ -64,7 +67,7 @@ function limitConnections(server: Server, config: () => Config, log: Logger): vo
 
 /** Starts the proxy and resolves once it listens; a port in use rejects. */
 export async function startProxy(options: ProxyOptions): Promise<Proxy> {
-  const { log, store, keys } = options;
+  const { log, store, keys, tracing } = options;
   const config = options.config();
   const unknownIds = createUnknownIds();
   const cache = createResultCache({ observer: options.observers.resultCache });
@@ -76,10 +79,10 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
   const maxHeldBytes = () => store()?.context.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
   const completion = createAcceptCompletion({ watch, config: options.config, store, cache, log });
   const handlers: HttpHandlers = {
-    accept: withBodyBudget(createAcceptHandler({ config, log, store, keys, unknownIds, completion }), { budget, maxHeldBytes, log }),
+    accept: withBodyBudget(createAcceptHandler({ config, log, store, keys, unknownIds, completion, tracing }), { budget, maxHeldBytes, log }),
     jobs,
     jobsUpgrade: jobs.upgrade,
-    passthrough: createPassthrough({ upstream: config.upstream, log }),
+    passthrough: createPassthrough({ upstream: config.upstream, log, tracing }),
     observer: options.observers.http,
   };
   const retired: Passthrough[] = [];
@@ -93,7 +96,7 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
     url,
     setBackendUrl(backendUrl) {
       retired.push(handlers.passthrough);
-      handlers.passthrough = createPassthrough({ upstream: backendUrl, log });
+      handlers.passthrough = createPassthrough({ upstream: backendUrl, log, tracing });
     },
     async close(drainMs) {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

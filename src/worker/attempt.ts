@@ -41,6 +41,7 @@ import type { AttemptRecord } from "../jobs/record.js";
 import { completeJob, handBack, retryLater, startJob, touchRunning } from "../jobs/transitions.js";
 import { backoffDelayMs, parseRetryAfterMs, retryDelayMs } from "../shared/retry-policy.js";
 import { callBackend, describeNetworkError } from "./backend-call.js";
+import { endAttemptTrace, endBackendCallTrace, startAttemptTrace, startBackendCallTrace, withJobTrace } from "./attempt-trace.js";
 import { startHeartbeat } from "./heartbeat.js";
 import { toBackendUrl } from "./request-check.js";
 import { ResultStreamError, storeResponseBody } from "./response-body.js";
@@ -141,8 +142,9 @@ async function callAndComplete(run: Run, control: CallControl): Promise<string> 
   const body = await deps.store.openRequestBody(job, msg.data);
   if (body === undefined) throw new RequestBodyMissingError();
   const upstream = toBackendUrl(deps.backendUrl(), job);
+  const trace = startBackendCallTrace(run, upstream)?.context;
   control.gate.calling();
-  const res = await callBackend({ agent: deps.agent, url: upstream, request: job, body, timeoutMs: route.timeoutMs, signal });
+  const res = await callBackend({ agent: deps.agent, url: upstream, request: job, body, timeoutMs: route.timeoutMs, signal, trace });
   control.gate.answered();
   if (route.retryOn.includes(res.status)) {
     res.discard();
@@ -150,6 +152,7 @@ async function callAndComplete(run: Run, control: CallControl): Promise<string> 
   }
   const keep = keepWriting(run, signal);
   const stored = await storeResponseBody(deps.store, job.id, res, route.maxResponseBytes, keep);
+  endBackendCallTrace(run, { outcome: String(res.status), status: res.status });
   const startedAt = tracked.record.updatedAt;
   const finishedAt = Date.now();
   const outcome = String(res.status);
@@ -247,24 +250,30 @@ async function refreshRecord(run: Run): Promise<void> {
  * rejects when it must be handed back to the queue as it is (the caller naks it).
  */
 export async function runAttempt(deps: AttemptDeps, job: JobRequest, route: RouteConfig, msg: JsMsg, control: CallControl): Promise<void> {
-  if (control.gate.admission.kind === "hold") return holdBack(deps, job, route, msg, control.gate);
-  const run = await begin(deps, job, route, msg);
-  if (!run) return;
+  const traced = withJobTrace(deps, job);
+  if (control.gate.admission.kind === "hold") return holdBack(traced, job, route, msg, control.gate);
+  const begun = await begin(traced, job, route, msg);
+  if (!begun) return;
+  const run = startAttemptTrace(begun, deps);
   const { attempts: attempt, updatedAt: startedAt } = run.tracked.record;
-  deps.log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered, probe: control.gate.admission.kind === "probe" }, "job started");
+  run.deps.log.info({ job: job.id, route: route.name, attempt, redelivered: msg.redelivered, probe: control.gate.admission.kind === "probe" }, "job started");
   deps.observer?.jobStarted?.(route.name, attempt, msg.redelivered);
   const heartbeat = startHeartbeat({ msg, periodMs: () => deps.heartbeatMs(), onTick: () => refreshRecord(run) });
   control.refresh = () => heartbeat.beat();
   // Reported once per started call, however it ends (`error`: our own trouble, e.g. a store write failed).
   let outcome = "error";
+  let error: unknown;
   try {
     outcome = await callAndComplete(run, control);
   } catch (err) {
+    error = err;
     outcome = control.abort.signal.aborted ? "aborted" : outcomeOf(err);
+    endBackendCallTrace(run, { outcome, error: err, ...(err instanceof BackendStatusError ? { status: err.backendStatus } : {}) });
     await settleError(run, err, control);
   } finally {
     heartbeat.stop();
     control.refresh = undefined;
     deps.observer?.callFinished?.(route.name, outcome, Date.now() - startedAt);
+    endAttemptTrace(run, outcome, error);
   }
 }

@@ -13,6 +13,8 @@ import { Agent, request } from "undici";
 import { BackendTimeoutError, BackendUnreachableError } from "../errors.js";
 import { toHeaderPairs, withoutHopByHop } from "../shared/hop-by-hop.js";
 import type { JobRequest } from "../jobs/envelope.js";
+import { injectTraceHeaders } from "../tracing/index.js";
+import type { Context } from "@opentelemetry/api";
 
 export interface BackendResponse {
   readonly status: number;
@@ -48,6 +50,8 @@ export interface BackendCallOptions {
   timeoutMs: number;
   /** Aborts the call early (shutdown, cancellation); the error is then the signal's reason. */
   signal?: AbortSignal;
+  /** The client span's context, sent as `traceparent`/`tracestate` in place of the stored ones (tracing on). */
+  trace?: Context | undefined;
 }
 
 /** Dropped from stored responses: the result endpoint sets it from the stored body's size. */
@@ -66,6 +70,7 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
   };
 
   const headers = [...job.headers];
+  if (options.trace) injectTraceHeaders(options.trace, headers);
   let body: Buffer | Readable | null = null;
   if (options.body instanceof Uint8Array) {
     const hasBody = options.body.byteLength > 0 || !["GET", "HEAD"].includes(job.method);

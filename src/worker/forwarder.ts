@@ -24,6 +24,8 @@ import type { Logger } from "../log.js";
 import { subscribeCancelNotices } from "../jobs/cancel.js";
 import type { JobStore } from "../jobs/store.js";
 import { jobsMaxAgeMs } from "../nats/provision.js";
+import { DISABLED_TRACING } from "../tracing/index.js";
+import type { Tracing } from "../tracing/index.js";
 import { AbortReason, runAttempt } from "./attempt.js";
 import type { AttemptDeps, CallControl } from "./attempt.js";
 import { createBackendAgent } from "./backend-call.js";
@@ -51,6 +53,8 @@ export interface ForwarderOptions {
   /** The undici Agent for backend calls; one is created (and closed) when not given. */
   agent?: Agent;
   observer?: ForwarderObserver;
+  /** Spans for attempts and backend calls; default off. */
+  tracing?: Tracing;
 }
 
 export interface Forwarder {
@@ -117,6 +121,7 @@ class ForwarderState {
       log,
       agent,
       observer,
+      tracing: options.tracing ?? DISABLED_TRACING,
       backendUrl: () => this.config.upstream,
       heartbeatMs: () => Math.max(MIN_HEARTBEAT_MS, Math.floor(Math.min(this.ackWaitMs(), this.recordMaxAgeMs()) / 3)),
       recordRefreshMs: () => Math.floor(this.recordMaxAgeMs() / 3),

@@ -7,6 +7,7 @@ import type { JobRequest } from "../jobs/envelope.js";
 import type { JobStore } from "../jobs/store.js";
 import type { TrackedJob } from "../jobs/transitions.js";
 import type { CallGate } from "./circuit-board.js";
+import type { TracedSpan, Tracing } from "../tracing/index.js";
 import type { ForwarderObserver } from "./observer.js";
 
 /** What one attempt needs from the forwarder that runs it. */
@@ -15,6 +16,8 @@ export interface AttemptDeps {
   readonly log: Logger;
   readonly agent: Agent;
   readonly observer: ForwarderObserver | undefined;
+  /** Spans for attempts and backend calls (off: `DISABLED_TRACING`). */
+  readonly tracing: Tracing;
   /** The backend's base URL in force now (it may change on reload). */
   backendUrl(): string;
   /** How often to heartbeat a running call's message, in ms (a third of the consumer's AckWait, or less). */
@@ -41,6 +44,10 @@ export interface Run {
   readonly tracked: TrackedJob;
   /** Epoch ms when this run last wrote the record (touches included). */
   writtenAt: number;
+  /** The attempt's span, when tracing is on (`deps.log` then carries its ids: `attempt-trace.ts`). */
+  readonly trace?: TracedSpan;
+  /** The backend call's span while the call runs. */
+  backendCall?: TracedSpan | undefined;
 }
 
 /**

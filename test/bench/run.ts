@@ -4,7 +4,7 @@
  * in a separate process. Prints one table and writes it as markdown to test/bench/last-run.md.
  *
  *   BENCH_ONLY=passthrough,accept   scenarios to run (default all): passthrough, accept, poll-hit,
- *                                   poll-miss, drain, busy, completion, sse, wait, memory, bounds, r3
+ *                                   poll-miss, drain, busy, completion, sse, wait, memory, bounds, r3, tracing
  *   BENCH_DURATION=10               seconds per measured load run (warm-up: a third of it, ≥ 2 s)
  *   BENCH_RUNS=3                    measured runs per figure (medians are reported)
  *   BENCH_JOBS=100000               jobs for the memory scenarios (and unknown-id polls in bounds)
@@ -37,8 +37,9 @@ import { passthrough } from "./scenarios/passthrough.js";
 import { polls } from "./scenarios/polls.js";
 import { r3 } from "./scenarios/r3.js";
 import { sseFanout, waitLatency } from "./scenarios/watch.js";
+import { tracing } from "./scenarios/tracing.js";
 
-const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "sse", "wait", "memory", "bounds", "r3"] as const;
+const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "sse", "wait", "memory", "bounds", "r3", "tracing"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function num(name: string, fallback: number): number {
@@ -101,6 +102,7 @@ if (want("wait")) await step("wait", () => waitLatency(ctx));
 if (want("memory")) await step("memory", () => memory(ctx));
 if (want("bounds")) await step("bounds", () => bounds(ctx));
 if (want("r3")) await step("r3", () => r3(ctx));
+if (want("tracing")) await step("tracing", () => tracing(ctx));
 
 const meta = machine();
 const settings = [

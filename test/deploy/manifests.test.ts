@@ -3,7 +3,9 @@
  * fields included), both kustomizations rendered, and everything that must agree with the code checked against
  * the code itself: ports and probe paths against the config loader's defaults, container args against the CLI's
  * commands, env vars against what src/ reads, the Dockerfile against package.json and the build, the Grafana
- * dashboard against the metrics contract below, the NATS setup against slowlane.yaml.
+ * dashboard against the metrics contract below, the NATS setup against slowlane.yaml: the NATS login (a password
+ * from a Secret, the one the documented command makes, mounted where nats.auth reads it, and required by both NATS
+ * setups) and a NATS NetworkPolicy that admits only the namespaces that run slowlane.
  *
  * The contract checks are plain functions that throw; the last block feeds them broken copies to show that
  * each one can fail.
@@ -106,7 +108,7 @@ interface Container {
   command?: string[];
   args?: string[];
   restartPolicy?: string;
-  env?: { name: string; value?: string }[];
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
   ports?: Port[];
   startupProbe?: Probe;
   livenessProbe?: Probe;
@@ -130,7 +132,12 @@ interface PodSpec {
   hostAliases?: { ip: string; hostnames: string[] }[];
   terminationGracePeriodSeconds?: number;
   securityContext?: SecurityContext;
-  volumes?: { name: string; configMap?: { name: string; items?: { key: string; path: string }[] }; emptyDir?: object }[];
+  volumes?: {
+    name: string;
+    configMap?: { name: string; items?: { key: string; path: string }[] };
+    secret?: { secretName: string; optional?: boolean; items?: { key: string; path: string }[] };
+    emptyDir?: object;
+  }[];
 }
 interface Workload extends K8sObject {
   spec: { template: { metadata: { labels: Record<string, string>; annotations?: Record<string, string> }; spec: PodSpec } };
@@ -140,7 +147,7 @@ interface ServiceObject extends K8sObject {
 }
 interface PeerSelector {
   podSelector?: { matchLabels?: Record<string, string> };
-  namespaceSelector?: object;
+  namespaceSelector?: { matchLabels?: Record<string, string>; matchExpressions?: { key: string; operator: string; values?: string[] }[] };
   ipBlock?: object;
 }
 interface NetworkPolicyObject extends K8sObject {
@@ -387,6 +394,91 @@ function checkNetworkPolicies(d: Deployment, natsPolicy: NetworkPolicyObject): v
   }
 }
 
+/** The Secret a documented `kubectl create secret generic NAME --namespace NS --from-literal=KEY=...` makes. */
+interface DocumentedSecret {
+  object: K8sObject;
+  key: string;
+}
+
+/** The Secret the comment of deploy/kubernetes/base/kustomization.yaml tells ops to make, as that command makes it. */
+function documentedSecret(): DocumentedSecret {
+  const text = readFileSync(join(DEPLOY, "kubernetes/base/kustomization.yaml"), "utf8");
+  const m = /kubectl create secret generic (\S+) --namespace (\S+) --from-literal=(\w+)=/.exec(text);
+  expect(m, "kustomization.yaml says how to make the NATS credentials Secret").not.toBeNull();
+  const [, name, namespace, key] = m as unknown as [string, string, string, string];
+  const object = { apiVersion: "v1", kind: "Secret", metadata: { name, namespace }, type: "Opaque", data: { [key]: Buffer.from("x").toString("base64") } };
+  return { object, key };
+}
+
+/** Files the config's nats.auth and nats.tls name. */
+function natsCredentialFiles(config: Config): string[] {
+  const { auth, tls } = config.nats;
+  return [auth?.credsFile, auth?.nkeyFile, auth?.passwordFile, auth?.tokenFile, tls?.ca, tls?.cert, tls?.key].filter((f): f is string => f !== undefined);
+}
+
+/**
+ * slowlane logs in to NATS from a mounted Secret: every credentials file of nats.auth/nats.tls is a key of the
+ * documented Secret, mounted (not optional) in both slowlane containers; no NATS secret sits in an env value.
+ */
+function checkNatsCredentials(d: Deployment, secret: DocumentedSecret): void {
+  const files = natsCredentialFiles(d.config);
+  expect(d.config.nats.auth?.user, "nats.auth names the NATS user").toBeDefined();
+  expect(files.length, "nats.auth names a credentials file").toBeGreaterThan(0);
+  for (const [workload, container] of [
+    [d.app, sidecarOf(d)],
+    [d.worker, workerOf(d)],
+  ] as const) {
+    const where = `${workload.metadata.name}/${container.name}`;
+    for (const e of container.env ?? []) {
+      expect(["NATS_PASSWORD", "NATS_TOKEN"].includes(e.name) && e.value !== undefined, `${where}: ${e.name} is not a literal secret`).toBe(false);
+    }
+    for (const file of files) {
+      const mount = container.volumeMounts?.find((m) => file.startsWith(`${m.mountPath}/`));
+      const volume = workload.spec.template.spec.volumes?.find((v) => v.name === mount?.name);
+      expect(volume?.secret?.secretName, `${where}: ${file} is in the Secret ${secret.object.metadata.name}`).toBe(secret.object.metadata.name);
+      expect(volume?.secret?.optional, `${where}: the credentials Secret is not optional`).not.toBe(true);
+      const inVolume = file.slice((mount?.mountPath.length ?? 0) + 1);
+      const key = volume?.secret?.items?.find((i) => i.path === inVolume)?.key ?? inVolume;
+      expect(key, `${where}: ${file} is the Secret's key`).toBe(secret.key);
+    }
+  }
+}
+
+/** The NATS servers require the user slowlane logs in as, with the password from a Secret of the same name and key. */
+function checkNatsServerAuth(config: Config, secret: DocumentedSecret): void {
+  const user = config.nats.auth?.user;
+  const refs = (env: unknown[]) =>
+    env.map((e) => (e as { valueFrom?: { secretKeyRef?: { name: string; key: string } } }).valueFrom?.secretKeyRef).filter((r) => r !== undefined);
+
+  const helmUsers = HELM.config.merge?.authorization?.users ?? [];
+  const helmUser = helmUsers.find((u) => u.user === user);
+  expect(helmUser, `values.yaml: a NATS user ${user}`).toBeDefined();
+  const helmVar = /^<< \$(\w+) >>$/.exec(String(helmUser?.password))?.[1];
+  expect(helmVar, "values.yaml: the password comes from an environment variable").toBeDefined();
+  const helmEnv = HELM.container?.env?.[helmVar ?? ""];
+  expect(refs([helmEnv]), `values.yaml: ${helmVar} from the Secret`).toEqual([{ name: secret.object.metadata.name, key: secret.key }]);
+
+  const conf = (NATS_SINGLE_NODE.find((o) => o.kind === "ConfigMap")?.data as Record<string, string>)["nats.conf"] ?? "";
+  const single = new RegExp(`user: ${user}, password: \\$(\\w+)`).exec(conf)?.[1];
+  expect(single, `single-node.yaml: a NATS user ${user} with the password from the environment`).toBeDefined();
+  const sts = NATS_SINGLE_NODE.find((o) => o.kind === "StatefulSet") as Workload;
+  const env = sts.spec.template.spec.containers[0]?.env?.filter((e) => e.name === single) ?? [];
+  expect(refs(env), `single-node.yaml: ${single} from the Secret`).toEqual([{ name: secret.object.metadata.name, key: secret.key }]);
+}
+
+/** The NATS NetworkPolicy admits slowlane's pods from the namespaces that run slowlane only, never from any namespace. */
+function checkNatsNamespaces(natsPolicy: NetworkPolicyObject, namespaces: readonly string[]): void {
+  const rule = natsPolicy.spec.ingress?.find((r) => r.ports?.some((p) => p.port === 4222));
+  const peers = (rule?.from ?? []).filter((p) => p.namespaceSelector !== undefined);
+  expect(peers.length, "the NATS client rule names namespaces").toBeGreaterThan(0);
+  for (const peer of peers) {
+    const { matchLabels = {}, matchExpressions = [] } = peer.namespaceSelector ?? {};
+    expect(Object.keys(matchLabels).length + matchExpressions.length, "not every namespace (namespaceSelector: {})").toBeGreaterThan(0);
+    const names = matchExpressions.find((e) => e.key === "kubernetes.io/metadata.name" && e.operator === "In")?.values ?? [];
+    for (const ns of namespaces) expect(names, `the NATS NetworkPolicy admits namespace ${ns}`).toContain(ns);
+  }
+}
+
 function checkDisruptionBudgets(d: Deployment): void {
   const pdbs = d.objects.filter((o) => o.kind === "PodDisruptionBudget") as (K8sObject & {
     spec: { selector: { matchLabels: Record<string, string> } };
@@ -508,7 +600,9 @@ const NATS_POLICY = readManifests(join(DEPLOY, "nats/network-policy.yaml")).find
 ) as NetworkPolicyObject;
 const NATS_SERVICE = NATS_SINGLE_NODE.find((o) => o.kind === "Service" && o.metadata.name === "nats") as ServiceObject;
 const HELM = parse(readFileSync(join(ROOT, HELM_VALUES), "utf8")) as {
+  container?: { env?: Record<string, unknown> };
   config: {
+    merge?: { authorization?: { users?: { user: string; password: string }[] } };
     cluster: { enabled: boolean; replicas: number };
     jetstream: {
       enabled: boolean;
@@ -562,6 +656,20 @@ describe.each(KUSTOMIZATIONS)("kustomization %s", (dir) => {
   test("has a PodDisruptionBudget for each Deployment", () => checkDisruptionBudgets(deployment()));
   test("points at the NATS Service of deploy/nats", () =>
     checkNatsAddress(deployment(), NATS_SERVICE, HELM.config.cluster.replicas));
+  test("logs in to NATS with a password from the mounted Secret that deploy/nats requires", () => {
+    checkNatsCredentials(deployment(), documentedSecret());
+    checkNatsServerAuth(deployment().config, documentedSecret());
+  });
+});
+
+describe("the NATS credentials Secret", () => {
+  test("the documented command makes a valid Secret, in the namespace the NATS NetworkPolicy admits", async () => {
+    const secret = documentedSecret();
+    await validateObject(secret.object);
+    const overlayNamespace = render("deploy/kubernetes/overlays/example").objects.find((o) => o.kind === "Namespace")?.metadata.name;
+    expect(secret.object.metadata.namespace).toBe(overlayNamespace);
+    checkNatsNamespaces(NATS_POLICY, [overlayNamespace as string]);
+  });
 });
 
 describe("overlays/example", () => {
@@ -721,6 +829,17 @@ describe("the checks catch mistakes", () => {
       checkUpstream,
     ],
     ["no loopback alias in the app pod", (d) => (d.app.spec.template.spec.hostAliases = []), checkUpstream],
+    ["a literal NATS password", (d) => workerOf(d).env?.push({ name: "NATS_PASSWORD", value: "hunter2" }), (d) => checkNatsCredentials(d, documentedSecret())],
+    [
+      "a password file outside the Secret",
+      (d) => (sidecarOf(d).volumeMounts?.find((m) => m.name === "nats-credentials") as { mountPath: string }).mountPath = "/etc/other",
+      (d) => checkNatsCredentials(d, documentedSecret()),
+    ],
+    [
+      "an optional credentials Secret",
+      (d) => ((d.worker.spec.template.spec.volumes?.find((v) => v.secret) as { secret: { optional?: boolean } }).secret.optional = true),
+      (d) => checkNatsCredentials(d, documentedSecret()),
+    ],
     [
       "the app port open to everyone",
       (d) => named<NetworkPolicyObject>(d, "NetworkPolicy", "example-app").spec.ingress?.forEach((rule) => delete rule.from),
@@ -729,6 +848,15 @@ describe("the checks catch mistakes", () => {
   ])("%s", (_, edit, check) => {
     expect(() => check(base())).not.toThrow();
     expect(() => check(broken(edit))).toThrow();
+  });
+
+  test("a NATS NetworkPolicy open to every namespace", () => {
+    const open = clone(NATS_POLICY);
+    const peer = open.spec.ingress?.find((r) => r.ports?.some((p) => p.port === 4222))?.from?.find((p) => p.namespaceSelector);
+    expect(() => checkNatsNamespaces(open, ["slowlane-example"])).not.toThrow();
+    (peer as PeerSelector).namespaceSelector = {};
+    expect(() => checkNatsNamespaces(open, ["slowlane-example"])).toThrow();
+    expect(() => checkNatsNamespaces(NATS_POLICY, ["another-namespace"])).toThrow();
   });
 
   test("a misspelt field", async () => {

@@ -50,7 +50,7 @@ describe("slowlane run", () => {
     });
     const run = spawnSlowlane("run", file);
     expect(await run.exited).toBe(1);
-    const fatal = run.logs.find((l) => l.msg === "could not start") as { err?: { message?: string } } | undefined;
+    const fatal = run.logs.find((l) => String(l.msg).startsWith("could not start")) as { err?: { message?: string } } | undefined;
     expect(fatal?.err?.message).toContain("EADDRINUSE");
     expect(output(run.logs)).not.toContain("usage: slowlane");
   });

@@ -204,7 +204,7 @@ describe("slowlane jobs on hand-made jobs", () => {
     const started = Date.now();
     const down = await slowlane(["jobs", "list", "--config", file], { NATS_URL: `nats://127.0.0.1:${port}` });
     expect(down.code).toBe(1);
-    expect(down.stderr).toContain(`cannot reach NATS at nats://127.0.0.1:${port}`);
+    expect(down.stderr).toContain(`cannot connect to NATS at nats://127.0.0.1:${port}: connection refused`);
     expect(Date.now() - started).toBeLessThan(15_000);
 
     const other = uniqueStream("none");

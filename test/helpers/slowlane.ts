@@ -81,6 +81,10 @@ export interface StartAppOptions {
   drainMs?: number;
   /** Node HTTP server limits of the proxy (short timeouts for slow-client tests). */
   serverLimits?: SlowlaneOptions["serverLimits"];
+  /** Where slowlane reads the NATS_* credentials variables; default `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** Tracing (`startTracing`); default off. `close()` flushes it. */
+  tracing?: SlowlaneOptions["tracing"];
 }
 
 /**
@@ -88,10 +92,10 @@ export interface StartAppOptions {
  * `startApp(config, { role: "worker" })`; a test file with one slowlane uses `useSlowlane` instead.
  */
 export async function startApp(config: Config, options: Role | StartAppOptions = {}): Promise<TestApp> {
-  const { role = "run", drainMs = 2_000, serverLimits } = typeof options === "string" ? { role: options } : options;
+  const { role = "run", drainMs = 2_000, serverLimits, env, tracing } = typeof options === "string" ? { role: options } : options;
   const sink = createLogSink();
   const log = createLogger({ level: "debug", destination: sink.stream, redactHeaders: config.log.redactHeaders });
-  const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs, ...(serverLimits ? { serverLimits } : {}) });
+  const app = await startSlowlane({ config, role, log, natsRetryDelayMs: 200, drainMs, serverLimits, env, tracing });
   const url = app.url ?? "";
   return { ...createJobsClient(() => url), app, config, url, logs: sink.lines, close: () => app.close() };
 }

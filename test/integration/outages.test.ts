@@ -112,7 +112,7 @@ describe("NATS not there at start", () => {
   });
 
   it("starts anyway: says where it tried in one line, 503 on async routes, passthrough works", async () => {
-    const line = await waitFor(() => slowlane.logs.find((l) => String(l.msg).startsWith("cannot reach NATS")));
+    const line = await waitFor(() => slowlane.logs.find((l) => String(l.msg).startsWith("cannot connect to NATS")));
     expect(line.msg).toMatch(/nats:\/\/127\.0\.0\.1:\d+/);
     expect(line.msg).toMatch(/nats-server -js/);
     const res = await request(slowlane.url).post("/async/x").send("x");

@@ -73,6 +73,22 @@ describe("diffConfig", () => {
     expect(Object.isFrozen(next) && Object.isFrozen(next.nats)).toBe(true);
     expect(diffConfig(previous, next).keys).toEqual(["nats.ackWaitMs"]);
   });
+
+  it("counts NATS credentials, TLS and the embedded server among the keys read once at start", () => {
+    const previous = makeConfig(base);
+    const loaded = makeConfig({
+      ...base,
+      nats: { auth: { user: "slowlane", passwordFile: "/run/pw" }, tls: { ca: "/run/ca.pem" } },
+    });
+    expect(diffConfig(previous, loaded).needsRestart).toEqual(["nats.auth", "nats.tls"]);
+    const next = toReloadedConfig(previous, loaded);
+    expect(next.nats.auth).toBe(previous.nats.auth);
+    expect(next.nats.tls).toBe(previous.nats.tls);
+    const embedded = makeConfig({ ...base, nats: { servers: "embedded", storeDir: "/tmp/a" } });
+    const moved = makeConfig({ ...base, nats: { servers: "embedded", storeDir: "/tmp/b" } });
+    expect(diffConfig(embedded, moved).needsRestart).toEqual(["nats.embedded"]);
+    expect(toReloadedConfig(embedded, moved).nats.embedded).toEqual({ storeDir: "/tmp/a" });
+  });
 });
 
 describe("createConfigWatcher", () => {

@@ -287,6 +287,14 @@ describe("environment", () => {
     expect(config.nats.servers).toEqual(["nats://env-a:4222", "nats://env-b:4222"]);
   });
 
+  it("lets NATS_URL replace `servers: embedded` too: then no embedded server is started", () => {
+    const embedded = parseConfig("nats: { servers: embedded }", { env: {} });
+    expect(embedded.nats.embedded).toEqual({ storeDir: ".slowlane/nats" });
+    const config = parseConfig("nats: { servers: embedded }", { env: { NATS_URL: "nats://env-a:4222" } });
+    expect(config.nats.servers).toEqual(["nats://env-a:4222"]);
+    expect(config.nats.embedded).toBeUndefined();
+  });
+
   it("ignores an empty NATS_URL", () => {
     expect(parseConfig("", { env: { NATS_URL: " " } }).nats.servers).toEqual(["nats://127.0.0.1:4222"]);
   });

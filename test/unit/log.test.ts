@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createLogger } from "../../src/log.js";
+import { createLogger, lazyChild } from "../../src/log.js";
 import { createLogSink } from "../helpers/slowlane.js";
 
 describe("log redaction", () => {
@@ -25,5 +25,25 @@ describe("log redaction", () => {
     const deep = (sink.lines[2]?.job as { request: { headers: Record<string, unknown> } }).request.headers;
     expect(deep["x-api-key"]).toBe("[redacted]");
     expect(deep["x-trace"]).toBe("visible");
+  });
+});
+
+describe("lazyChild", () => {
+  it("binds its fields on the lines it writes, and makes the child only when a line is written", () => {
+    const sink = createLogSink();
+    const log = createLogger({ destination: sink.stream });
+    let made = 0;
+    const bindings = () => ((made += 1), { trace_id: "t1", span_id: "s1" });
+    const unused = lazyChild(log, bindings);
+    expect(unused).toBeDefined();
+    expect(made).toBe(0);
+    const child = lazyChild(log, bindings);
+    child.warn({ path: "/x" }, "first");
+    child.info("second");
+    expect(made).toBe(1);
+    expect(sink.lines).toEqual([
+      expect.objectContaining({ msg: "first", path: "/x", trace_id: "t1", span_id: "s1" }),
+      expect.objectContaining({ msg: "second", trace_id: "t1", span_id: "s1" }),
+    ]);
   });
 });

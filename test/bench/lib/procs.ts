@@ -153,6 +153,8 @@ export interface SlowlaneStart {
   profileDir?: string | undefined;
   /** Wait for this log message instead of the role's default. */
   readyMsg?: string;
+  /** More environment variables for slowlane (the tracing scenario's OTEL_*). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -166,7 +168,7 @@ export async function startSlowlane(role: "run" | "proxy" | "worker", config: st
     mkdirSync(opts.profileDir, { recursive: true });
     nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${opts.profileDir}`);
   }
-  const proc = spawnLogged(`slowlane-${role}`, process.execPath, [...nodeArgs, CLI, role, "--config", config], { LOG_LEVEL: "info" }, false);
+  const proc = spawnLogged(`slowlane-${role}`, process.execPath, [...nodeArgs, CLI, role, "--config", config], { LOG_LEVEL: "info", ...opts.env }, false);
   const parsed = (): Record<string, unknown>[] =>
     proc
       .output()
