@@ -54,9 +54,10 @@ function version(): string {
   return pkg.version;
 }
 
-function readConfig(file: string): Config {
+/** `read()`, or exit 1 with every problem when it throws a ConfigError (a bad config or key file). */
+function orExitOnConfigError<T>(read: () => T): T {
   try {
-    return loadConfig(file);
+    return read();
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(err.message);
@@ -66,17 +67,13 @@ function readConfig(file: string): Config {
   }
 }
 
+function readConfig(file: string): Config {
+  return orExitOnConfigError(() => loadConfig(file));
+}
+
 /** The key file's keys for `check`; a bad file is reported like a bad config (exit 1). */
 function readKeys(file: string): ServerKeys {
-  try {
-    return loadKeyFileSecrets(file).keys;
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      process.exit(1);
-    }
-    throw err;
-  }
+  return orExitOnConfigError(() => loadKeyFileSecrets(file).keys);
 }
 
 function check(file: string): void {

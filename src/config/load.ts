@@ -3,7 +3,6 @@
  * problem at once (key path, line:column, how to fix it), applies environment overrides and deep-freezes the
  * result. Never throws anything but {@link ConfigError} for a bad file.
  */
-import { closeSync, openSync, readSync } from "node:fs";
 import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit } from "yaml";
 import type { Document } from "yaml";
 import type { z } from "zod";
@@ -11,6 +10,7 @@ import { ConfigError } from "../errors.js";
 import type { ConfigProblem } from "../errors.js";
 import { allowedKeys, checkRouteTable, configSchema, splitServers } from "./schema.js";
 import type { Config } from "./types.js";
+import { readBounded } from "../shared/read-bounded.js";
 
 /**
  * Aliases a file may expand in total. Legitimate configs use a handful; a "billion laughs" document needs
@@ -23,23 +23,6 @@ const MAX_ALIAS_COUNT = 100;
  * file) is refused at this size instead of being read until memory runs out.
  */
 const MAX_FILE_BYTES = 1024 * 1024;
-
-/** The file as UTF-8 text, or `undefined` when it holds more than {@link MAX_FILE_BYTES}. */
-function readBounded(file: string): string | undefined {
-  const fd = openSync(file, "r");
-  try {
-    const buffer = Buffer.alloc(MAX_FILE_BYTES + 1);
-    let size = 0;
-    let read: number;
-    do {
-      read = readSync(fd, buffer, size, buffer.length - size, null);
-      size += read;
-    } while (read > 0 && size <= MAX_FILE_BYTES);
-    return size > MAX_FILE_BYTES ? undefined : buffer.toString("utf8", 0, size);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 export interface ParseConfigOptions {
   /** File name used in messages; `<config>` when absent. */
@@ -55,7 +38,7 @@ export interface ParseConfigOptions {
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Config {
   let text: string | undefined;
   try {
-    text = readBounded(file);
+    text = readBounded(file, MAX_FILE_BYTES);
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
     const message =

@@ -8,11 +8,11 @@
  */
 import { createHash, createSecretKey, hkdfSync, randomBytes } from "node:crypto";
 import type { KeyObject } from "node:crypto";
-import { closeSync, openSync, readSync } from "node:fs";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { ConfigError } from "../errors.js";
 import type { ConfigProblem } from "../errors.js";
+import { readBounded } from "../shared/read-bounded.js";
 
 /** Bytes in a server key (AES-256 and HMAC-SHA-256 strength). */
 export const KEY_BYTES = 32;
@@ -153,28 +153,11 @@ export function parseServerKeys(text: string, file: string): ServerKeys {
   return toServerKeys(keys);
 }
 
-/** The file's text, or `undefined` when it is larger than any key file. */
-function readBounded(file: string): string | undefined {
-  const fd = openSync(file, "r");
-  try {
-    const buffer = Buffer.alloc(MAX_KEY_FILE_BYTES + 1);
-    let size = 0;
-    let read: number;
-    do {
-      read = readSync(fd, buffer, size, buffer.length - size, null);
-      size += read;
-    } while (read > 0 && size <= MAX_KEY_FILE_BYTES);
-    return size > MAX_KEY_FILE_BYTES ? undefined : buffer.toString("utf8", 0, size);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Reads and parses a key file (see {@link parseServerKeys}); an unreadable file is a {@link ConfigError} too. */
 export function loadServerKeys(file: string): ServerKeys {
   let text: string | undefined;
   try {
-    text = readBounded(file);
+    text = readBounded(file, MAX_KEY_FILE_BYTES);
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
     const message = code === "ENOENT" ? `key file not found; ${KEYGEN_HINT} > FILE` : `cannot read the key file (${code ?? "unknown error"})`;
