@@ -1,10 +1,11 @@
 /**
  * `npm run bench`: slowlane against bare baselines, each scenario with its own processes
  * (nats-server, the bare backend, slowlane from dist/cli.js, baselines), the load from autocannon
- * in a separate process. Prints one table and writes it as markdown to test/bench/last-run.md.
+ * in a separate process. Prints the issue's target table (every row, `lib/targets.ts`) and the other
+ * figures, and writes both as markdown to test/bench/last-run.md.
  *
  *   BENCH_ONLY=passthrough,accept   scenarios to run (default all): passthrough, accept, poll-hit,
- *                                   poll-miss, drain, busy, completion, sse, wait, memory, bounds, r3, tracing
+ *                                   poll-miss, drain, drain4, busy, completion, sse, wait, memory, bounds, r3, tracing
  *   BENCH_DURATION=10               seconds per measured load run (warm-up: a third of it, ≥ 2 s)
  *   BENCH_RUNS=3                    measured runs per figure (medians are reported)
  *   BENCH_JOBS=100000               jobs for the memory scenarios (and unknown-id polls in bounds)
@@ -27,11 +28,13 @@ import type { BenchContext } from "./lib/context.js";
 import { ROOT, WORK_DIR } from "./lib/procs.js";
 import type { Row } from "./lib/report.js";
 import { machine, toMarkdown, toText, writeMarkdown } from "./lib/report.js";
+import { arrange } from "./lib/targets.js";
 import { summarize } from "./profile-summary.js";
 import { accept } from "./scenarios/accept.js";
 import { completion } from "./scenarios/completion.js";
 import { busy, drain } from "./scenarios/drain.js";
 import { bounds } from "./scenarios/bounds.js";
+import { drainWorkers } from "./scenarios/drain-workers.js";
 import { memory } from "./scenarios/memory.js";
 import { passthrough } from "./scenarios/passthrough.js";
 import { polls } from "./scenarios/polls.js";
@@ -39,7 +42,7 @@ import { r3 } from "./scenarios/r3.js";
 import { sseFanout, waitLatency } from "./scenarios/watch.js";
 import { tracing } from "./scenarios/tracing.js";
 
-const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "busy", "completion", "sse", "wait", "memory", "bounds", "r3", "tracing"] as const;
+const SCENARIOS = ["passthrough", "accept", "poll-hit", "poll-miss", "drain", "drain4", "busy", "completion", "sse", "wait", "memory", "bounds", "r3", "tracing"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 function num(name: string, fallback: number): number {
@@ -95,6 +98,7 @@ if (want("passthrough")) await step("passthrough", () => passthrough(ctx));
 if (want("accept")) await step("accept", () => accept(ctx));
 if (want("poll-hit") || want("poll-miss")) await step("polls", () => polls(ctx, { hit: want("poll-hit"), miss: want("poll-miss") }));
 if (want("drain")) await step("drain", () => drain(ctx));
+if (want("drain4")) await step("drain4", () => drainWorkers(ctx));
 if (want("busy")) await step("busy", () => busy(ctx));
 if (want("completion")) await step("completion", () => completion(ctx));
 if (want("sse")) await step("sse", () => sseFanout(ctx, num("BENCH_SSE_CLIENTS", quick ? 2_000 : 10_000)));
@@ -113,9 +117,10 @@ const settings = [
 ].join("; ");
 const elapsed = `${((Date.now() - started) / 1000).toFixed(0)} s`;
 console.log(`\nslowlane benchmark, ${meta.date}, ${meta.machine}, Node ${meta.node}, ${meta["nats-server"]}; took ${elapsed}\n`);
-console.log(toText(rows));
+const sections = arrange(rows, selected);
+for (const section of sections) if (section.rows.length > 0) console.log(`${section.title}\n\n${toText(section.rows)}\n`);
 const out = process.env.BENCH_OUT ?? join(ROOT, "test/bench/last-run.md");
-writeMarkdown(out, toMarkdown(rows, meta, settings));
+writeMarkdown(out, toMarkdown(sections, meta, settings));
 console.log(`\nmarkdown: ${out}`);
 
 if (ctx.profile) {

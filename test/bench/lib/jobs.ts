@@ -8,6 +8,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Pool } from "undici";
+import { cpuTimeMs } from "./procs.js";
 
 export const BODY_1K = JSON.stringify({ data: "y".repeat(1024 - 11) });
 
@@ -95,35 +96,53 @@ export interface DrainResult {
   jobsPerSec: number;
   /** Start of sampling to none left, in ms. */
   totalMs: number;
+  /**
+   * CPU time (user + system) per job of each process in `cpuOf`, over the same 10%-90% window, in
+   * ms. Steadier than the rate on a shared machine: it barely moves when other work competes for
+   * the cores.
+   */
+  cpuMsPerJob: Record<string, number>;
+}
+
+interface Mark {
+  t: number;
+  left: number;
+  cpu: Record<string, number>;
 }
 
 /**
  * Samples a consumer every 50 ms until nothing is left (it must exist: call after the worker is
- * up), calling `onSample` with the fraction done; the rate is taken between 10% and 90% done.
+ * up), calling `onSample` with the fraction done; the rate is taken between 10% and 90% done, and
+ * so is the CPU time of each process in `cpuOf` (name → pids, summed: e.g. four workers).
  */
 export async function watchDrain(
   jsm: JetStreamManager,
   stream: string,
   consumer: string,
   total: number,
-  onSample: (doneFraction: number) => void = () => undefined,
-  timeoutMs = 30 * 60_000,
+  options: { cpuOf?: Record<string, readonly number[]>; onSample?: (doneFraction: number) => void; timeoutMs?: number } = {},
 ): Promise<DrainResult> {
+  const { cpuOf = {}, onSample = () => undefined, timeoutMs = 30 * 60_000 } = options;
+  const cpuNow = (): Record<string, number> =>
+    Object.fromEntries(Object.entries(cpuOf).map(([name, pids]) => [name, pids.reduce((sum, pid) => sum + cpuTimeMs(pid), 0)]));
   const start = performance.now();
-  let t10: { t: number; left: number } | undefined;
-  let t90: { t: number; left: number } | undefined;
+  const first: Mark = { t: start, left: total, cpu: cpuNow() };
+  let t10: Mark | undefined;
+  let t90: Mark | undefined;
   for (;;) {
     const left = await remaining(jsm, stream, consumer);
     const t = performance.now();
     const done = 1 - left / total;
     onSample(done);
-    if (!t10 && done >= 0.1) t10 = { t, left };
-    if (!t90 && done >= 0.9) t90 = { t, left };
+    if (!t10 && done >= 0.1) t10 = { t, left, cpu: cpuNow() };
+    if (!t90 && done >= 0.9) t90 = { t, left, cpu: cpuNow() };
     if (left === 0) {
-      const a = t10 ?? { t: start, left: total };
-      const b = t90 ?? { t, left };
-      const rate = b.t > a.t ? ((a.left - b.left) * 1000) / (b.t - a.t) : (total * 1000) / (t - start);
-      return { jobsPerSec: rate, totalMs: t - start };
+      const a = t10 ?? first;
+      const b = t90 ?? { t, left, cpu: cpuNow() };
+      const jobs = a.left - b.left;
+      const rate = b.t > a.t && jobs > 0 ? (jobs * 1000) / (b.t - a.t) : (total * 1000) / (t - start);
+      const cpuMsPerJob = Object.fromEntries(Object.keys(cpuOf).map((name) => [name, ((b.cpu[name] ?? NaN) - (a.cpu[name] ?? NaN)) / jobs]));
+      return { jobsPerSec: rate, totalMs: t - start, cpuMsPerJob };
     }
     if (t - start > timeoutMs) throw new Error(`${stream}/${consumer}: ${left} jobs still left after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));

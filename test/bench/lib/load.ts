@@ -5,7 +5,7 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { ROOT } from "./procs.js";
+import { cpuTimeMs, ROOT } from "./procs.js";
 
 const run = promisify(execFile);
 const AUTOCANNON = join(ROOT, "node_modules/autocannon/autocannon.js");
@@ -155,6 +155,23 @@ export async function compareMany<K extends string>(
   }
   return out;
 }
+
+/**
+ * `run` that also records, for each measured run (not warm-ups, which pass a duration), the CPU
+ * time per request of the processes `pids` (summed), in µs, into `usPerRequest`. On a shared
+ * machine it moves much less than req/s.
+ */
+export function withCpu(pids: readonly number[], run: (durationS?: number) => Promise<LoadResult>, usPerRequest: number[]) {
+  const cpu = () => pids.reduce((sum, pid) => sum + cpuTimeMs(pid), 0);
+  return async (durationS?: number): Promise<LoadResult> => {
+    const before = cpu();
+    const result = await run(durationS);
+    if (durationS === undefined) usPerRequest.push(((cpu() - before) * 1000) / result.total);
+    return result;
+  };
+}
+
+export const us = (n: number) => `${n.toFixed(0)} µs`;
 
 export const med = {
   rps: (rs: LoadResult[]) => median(rs.map((r) => r.reqPerSec)),

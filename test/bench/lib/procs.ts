@@ -119,12 +119,21 @@ async function waitUntil<T>(what: string, proc: Proc, check: () => T | undefined
   }
 }
 
-/** Starts `test/bench/baselines/<script>.ts` and waits for `LISTENING <port>` or `READY`. */
+/**
+ * Starts `test/bench/baselines/<script>.ts` and waits for `LISTENING <port>` or `READY`; under
+ * `--cpu-prof` when `profileDir` is set.
+ */
 export async function startBaseline(
   script: string,
   env: NodeJS.ProcessEnv = {},
+  profileDir?: string,
 ): Promise<Proc & { url: string | undefined }> {
-  const proc = spawnLogged(script, process.execPath, ["--import", "tsx", join(BASELINES, `${script}.ts`)], env, true);
+  const nodeArgs: string[] = [];
+  if (profileDir) {
+    mkdirSync(profileDir, { recursive: true });
+    nodeArgs.push("--cpu-prof", `--cpu-prof-dir=${profileDir}`);
+  }
+  const proc = spawnLogged(script, process.execPath, [...nodeArgs, "--import", "tsx", join(BASELINES, `${script}.ts`)], env, true);
   const port = await waitUntil("LISTENING or READY line", proc, () => {
     for (const line of proc.lines) {
       if (line.startsWith("LISTENING ")) return line.slice("LISTENING ".length);

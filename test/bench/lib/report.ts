@@ -19,6 +19,10 @@ export interface Row {
   target: string;
   met?: boolean | undefined;
   note?: string | undefined;
+  /** Which row of the target table ({@link TARGETS} in `targets.ts`) this figure is, if any. */
+  key?: string | undefined;
+  /** Printed instead of met / missed / reported: "not run", "not built". */
+  result?: string | undefined;
 }
 
 export const fmt = {
@@ -61,7 +65,7 @@ export function machine(): Record<string, string> {
 }
 
 function cells(row: Row): string[] {
-  const result = row.met === undefined ? "reported" : row.met ? "met" : "**missed**";
+  const result = row.result ?? (row.met === undefined ? "reported" : row.met ? "met" : "**missed**");
   return [row.scenario, row.slowlane, row.baseline, fmt.ratio(row.ratio), row.target, result, row.note ?? ""];
 }
 
@@ -74,15 +78,23 @@ export function toText(rows: Row[]): string {
   return [line(table[0] as string[]), widths.map((w) => "-".repeat(w)).join("  "), ...table.slice(1).map(line)].join("\n");
 }
 
-export function toMarkdown(rows: Row[], meta: Record<string, string>, settings: string): string {
+/** A titled table of the report. */
+export interface Section {
+  title: string;
+  rows: Row[];
+}
+
+export function toMarkdown(sections: readonly Section[], meta: Record<string, string>, settings: string): string {
   const esc = (c: string) => c.replaceAll("|", "\\|");
-  return [
-    `Measured ${meta.date} on ${meta.machine}; Node ${meta.node}; ${meta["nats-server"]}.`,
-    `Settings: ${settings}. Every ratio compares two figures measured in the same run; figures are medians.`,
-    "",
+  const table = (rows: Row[]) => [
     `| ${HEAD.join(" | ")} |`,
     `| ${HEAD.map(() => "---").join(" | ")} |`,
     ...rows.map((r) => `| ${cells(r).map(esc).join(" | ")} |`),
+  ];
+  return [
+    `Measured ${meta.date} on ${meta.machine}; Node ${meta.node}; ${meta["nats-server"]}.`,
+    `Settings: ${settings}. Every ratio compares two figures measured in the same run; figures are medians.`,
+    ...sections.filter((s) => s.rows.length > 0).flatMap((s) => ["", `**${s.title}**`, "", ...table(s.rows)]),
     "",
   ].join("\n");
 }

@@ -51,10 +51,12 @@ export async function memory(ctx: BenchContext): Promise<Row[]> {
     const warmFraction = Math.min(0.5, Math.max(0.1, WORKER_WARMUP_JOBS / total));
     let workerWarm: number | undefined;
     let workerPeak = 0;
-    const drained = await watchDrain(jsm, "BENCH", "route_mem", total, (done) => {
-      const rss = rssBytes(worker.pid);
-      if (workerWarm === undefined && done >= warmFraction) workerWarm = rss;
-      if (workerWarm !== undefined) workerPeak = Math.max(workerPeak, rss);
+    const drained = await watchDrain(jsm, "BENCH", "route_mem", total, {
+      onSample: (done) => {
+        const rss = rssBytes(worker.pid);
+        if (workerWarm === undefined && done >= warmFraction) workerWarm = rss;
+        if (workerWarm !== undefined) workerPeak = Math.max(workerPeak, rss);
+      },
     });
     const workerEnd = rssBytes(worker.pid);
     const warm = workerWarm ?? workerEnd;

@@ -7,20 +7,15 @@
  */
 import type { BenchContext } from "../lib/context.js";
 import { slowlaneConfig, Stack, profileDir } from "../lib/context.js";
-import { cannon, compareMany, med, median } from "../lib/load.js";
+import { cannon, compareMany, med, median, us, withCpu } from "../lib/load.js";
 import type { LoadResult } from "../lib/load.js";
-import { cpuTimeMs, startSlowlane, writeConfig } from "../lib/procs.js";
+import { startSlowlane, writeConfig } from "../lib/procs.js";
 import type { Row } from "../lib/report.js";
 import { fmt, ratioRow } from "../lib/report.js";
 
-/** A load run against `url` that also records the CPU µs per request of the process `pid`. */
-function measured(url: string, pid: number, durationS: number, cpuUsPerRequest: number[]) {
-  return async (d?: number): Promise<LoadResult> => {
-    const before = cpuTimeMs(pid);
-    const result = await cannon({ url: `${url}/items/42`, durationS: d ?? durationS });
-    if (d === undefined) cpuUsPerRequest.push(((cpuTimeMs(pid) - before) * 1000) / result.total);
-    return result;
-  };
+/** A load run of GETs through the proxy at `url`. */
+function get(url: string, durationS: number) {
+  return (d?: number): Promise<LoadResult> => cannon({ url: `${url}/items/42`, durationS: d ?? durationS });
 }
 
 export async function passthrough(ctx: BenchContext): Promise<Row[]> {
@@ -37,19 +32,18 @@ export async function passthrough(ctx: BenchContext): Promise<Row[]> {
     const cpu = { slowlane: [] as number[], undici: [] as number[], httpProxy: [] as number[] };
     ctx.log("passthrough: slowlane vs bare undici Pool proxy vs bare http-proxy-3");
     const r = await compareMany(ctx.runs, ctx.warmupS, {
-      slowlane: measured(slowlane.url as string, slowlane.pid, ctx.durationS, cpu.slowlane),
-      undici: measured(undici.url as string, undici.pid, ctx.durationS, cpu.undici),
-      httpProxy: measured(httpProxy.url as string, httpProxy.pid, ctx.durationS, cpu.httpProxy),
+      slowlane: withCpu([slowlane.pid], get(slowlane.url as string, ctx.durationS), cpu.slowlane),
+      undici: withCpu([undici.pid], get(undici.url as string, ctx.durationS), cpu.undici),
+      httpProxy: withCpu([httpProxy.pid], get(httpProxy.url as string, ctx.durationS), cpu.httpProxy),
     });
     const direct: number[] = [];
     for (let i = 0; i < ctx.runs; i++) direct.push((await cannon({ url: `${backend.url}/items/42`, durationS: ctx.durationS })).reqPerSec);
     const bad = med.bad(r.slowlane) + med.bad(r.undici) + med.bad(r.httpProxy);
     const note = `bare backend direct ${fmt.rps(median(direct))}${bad ? `; ${bad} bad answers` : ""}`;
-    const us = (n: number) => `${n.toFixed(0)} µs`;
     return [
-      ratioRow("passthrough req/s vs bare undici Pool proxy", med.rps(r.slowlane), med.rps(r.undici), fmt.rps, { atLeast: 0.9 }, note),
-      ratioRow("passthrough p99 latency vs bare undici Pool proxy", med.p99(r.slowlane), med.p99(r.undici), fmt.ms, { atMost: 1.2 }),
-      ratioRow("passthrough req/s vs bare http-proxy-3", med.rps(r.slowlane), med.rps(r.httpProxy), fmt.rps, { atLeast: 1.3 }),
+      { ...ratioRow("passthrough req/s vs bare undici Pool proxy", med.rps(r.slowlane), med.rps(r.undici), fmt.rps, { atLeast: 0.9 }, note), key: "passthrough-undici" },
+      { ...ratioRow("passthrough p99 latency vs bare undici Pool proxy", med.p99(r.slowlane), med.p99(r.undici), fmt.ms, { atMost: 1.2 }), key: "passthrough-undici-p99" },
+      { ...ratioRow("passthrough req/s vs bare http-proxy-3", med.rps(r.slowlane), med.rps(r.httpProxy), fmt.rps, { atLeast: 1.3 }), key: "passthrough-http-proxy" },
       ratioRow("passthrough p99 latency vs bare http-proxy-3", med.p99(r.slowlane), med.p99(r.httpProxy), fmt.ms, { atMost: 1.2 }),
       {
         ...ratioRow("passthrough CPU per request vs bare undici Pool proxy", median(cpu.slowlane), median(cpu.undici), us, { atMost: 1.2 }),

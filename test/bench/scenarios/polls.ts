@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { BenchContext } from "../lib/context.js";
 import { profileDir, slowlaneConfig, Stack } from "../lib/context.js";
 import { connectHarness, submitJobs, watchDrain } from "../lib/jobs.js";
-import { cannon, cannonIds, compare, med } from "../lib/load.js";
+import { cannon, cannonIds, compare, med, median, us, withCpu } from "../lib/load.js";
 import { startSlowlane, WORK_DIR, writeConfig } from "../lib/procs.js";
 import type { Row } from "../lib/report.js";
 import { fmt, ratioRow } from "../lib/report.js";
@@ -44,12 +44,21 @@ export async function polls(ctx: BenchContext, which: { hit: boolean; miss: bool
       const hit = (d?: number) => cannon({ url: `${proxyA.url}${JOBS}${ids[0]}`, durationS: d ?? ctx.durationS, expectStatus: 303 });
       const bare = (d?: number) => cannon({ url: `${fixed.url}/`, durationS: d ?? ctx.durationS });
       ctx.log("poll-hit: slowlane (cached finished job) vs bare fixed-body server");
-      const { a, b } = await compare(ctx.runs, ctx.warmupS, hit, bare);
+      const cpu = { slowlane: [] as number[], bare: [] as number[] };
+      const { a, b } = await compare(ctx.runs, ctx.warmupS, withCpu([proxyA.pid], hit, cpu.slowlane), withCpu([fixed.pid], bare, cpu.bare));
       const bad = med.bad(a) + med.bad(b);
-      rows.push(
-        ratioRow("status poll, cache hit, req/s vs bare fixed-body server", med.rps(a), med.rps(b), fmt.rps, { atLeast: 0.8 },
+      rows.push({
+        ...ratioRow("status poll, cache hit, req/s vs bare fixed-body server", med.rps(a), med.rps(b), fmt.rps, { atLeast: 0.9 },
           bad ? `${bad} unexpected answers` : undefined),
-      );
+        key: "poll-hit",
+      }, {
+        scenario: "status poll, cache hit, CPU per request vs bare fixed-body server",
+        slowlane: us(median(cpu.slowlane)),
+        baseline: us(median(cpu.bare)),
+        ratio: median(cpu.slowlane) / median(cpu.bare),
+        target: "report",
+        note: "server process user + system time",
+      });
     }
 
     if (which.miss) {

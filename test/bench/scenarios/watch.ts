@@ -173,7 +173,17 @@ export async function waitLatency(ctx: BenchContext): Promise<Row[]> {
     const [s50, s99, b50, b99] = [percentile(slow, 50), percentile(slow, 99), percentile(bare, 50), percentile(bare, 99)];
     const note = `added p50 ${fmt.ms(s50 - b50)}, p99 ${fmt.ms(s99 - b99)}; ${slow.length} requests each, backend 0 ms; load average ${loadavg()[0]?.toFixed(1)}`;
     return [
-      { scenario: "wait path p50 latency (synchronous answer) vs a direct call", slowlane: fmt.ms(s50), baseline: fmt.ms(b50), ratio: s50 / b50, target: "report", met: undefined, note },
+      // The issue's target: the wait path adds at most 5 ms at the median to a direct call.
+      {
+        key: "wait-p50",
+        scenario: "wait path p50 latency (synchronous answer) vs a direct call",
+        slowlane: fmt.ms(s50),
+        baseline: fmt.ms(b50),
+        ratio: s50 / b50,
+        target: "added ≤ 5 ms",
+        met: s50 - b50 <= 5,
+        note,
+      },
       { scenario: "wait path p99 latency vs a direct call", slowlane: fmt.ms(s99), baseline: fmt.ms(b99), ratio: s99 / b99, target: "report", met: undefined },
     ];
   } finally {
