@@ -234,7 +234,9 @@ export function createHttpServer(
   server.maxHeadersCount = 0;
   server.on("upgrade", createUpgradeListener(handlers, jobsPath, matcher));
   server.on("clientError", (err: NodeJS.ErrnoException, socket) => {
-    log.debug({ err }, "malformed request from a client");
+    // What was wrong, never the error object: Node attaches the raw bytes it read (`rawPacket`), which
+    // hold the client's Authorization and cookies.
+    log.debug({ code: err.code, reason: err.message }, "malformed request from a client");
     // As Node does: no answer on top of a response already started (a pipelined request that
     // breaks while an earlier answer streams), it would land inside that answer's body.
     const inFlight = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage;
