@@ -10,10 +10,11 @@ import type { ChildProcess } from "node:child_process";
 import { rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { request } from "node:http";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findNatsServerBinary } from "../src/nats/embedded-server.js";
+import { getFreePort } from "../src/shared/free-port.js";
 
 const HOST = "127.0.0.1";
 const DEFAULT_START_TIMEOUT_MS = 10_000;
@@ -91,19 +92,7 @@ function installExitHook(): void {
  */
 export { findNatsServerBinary };
 
-/** Asks the OS for a free TCP port on 127.0.0.1 (it may be taken again before we use it; callers retry). */
-export function getFreePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close((err) => (err ? reject(err) : port > 0 ? resolve(port) : reject(new Error("no port assigned"))));
-    });
-  });
-}
+export { getFreePort };
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -12,10 +12,10 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { request } from "node:http";
-import { createServer } from "node:net";
 import { delimiter, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { Logger } from "../log.js";
+import { getFreePort } from "../shared/free-port.js";
 
 /** Where to look when neither `NATS_SERVER_BIN` nor `PATH` has the binary. */
 export const FALLBACK_NATS_SERVER_BINARIES = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server"] as const;
@@ -140,19 +140,6 @@ export function findNatsServerBinary(
   }
   const where = ["PATH", ...fallbacks].join(", ");
   throw new Error(`nats-server not found (looked in ${where}) for nats.servers: embedded; ${INSTALL_HINT}`);
-}
-
-function getFreePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolvePort(port) : reject(new Error("no free port assigned"))));
-    });
-  });
 }
 
 function readPidFile(file: string): number | undefined {
