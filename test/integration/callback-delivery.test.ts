@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { createServer } from "node:http";
-import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import type { Server, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -15,16 +15,12 @@ import type { DeliverCallbackOptions } from "../../src/callbacks/deliver.js";
 import { toCallbackEvent } from "../../src/callbacks/payload.js";
 import { checkCallbackUrl, compileCallbackPolicy } from "../../src/callbacks/url-policy.js";
 import { waitFor } from "../helpers/wait.js";
+import { startWebhookReceiver } from "../helpers/webhook-receiver.js";
+import type { ReceivedCallback } from "../helpers/webhook-receiver.js";
 
 const SECRET = `whsec_${randomBytes(32).toString("base64")}`;
 
-interface Received {
-  path: string;
-  headers: IncomingMessage["headers"];
-  body: string;
-  /** What `Webhook.verify` returned, or the error it threw. */
-  verified: unknown;
-}
+type Received = ReceivedCallback;
 
 /** path → how the receiver answers; every request is recorded first. */
 const ANSWERS: Record<string, (res: ServerResponse) => void> = {
@@ -44,24 +40,7 @@ const ANSWERS: Record<string, (res: ServerResponse) => void> = {
 };
 
 function startReceiver(received: Received[]): Promise<Server> {
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const body = Buffer.concat(chunks).toString("utf8");
-      let verified: unknown;
-      try {
-        verified = new Webhook(SECRET).verify(body, req.headers as Record<string, string>);
-      } catch (err) {
-        verified = err;
-      }
-      const path = req.url ?? "/";
-      received.push({ path, headers: req.headers, body, verified });
-      (ANSWERS[path] ?? ((r: ServerResponse) => r.writeHead(404).end()))(res);
-    });
-  });
-  server.listen(0, "127.0.0.1");
-  return once(server, "listening").then(() => server);
+  return startWebhookReceiver(SECRET, received, (path, res) => (ANSWERS[path] ?? ((r: ServerResponse) => r.writeHead(404).end()))(res));
 }
 
 describe("deliverCallback", () => {

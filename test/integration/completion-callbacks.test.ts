@@ -5,17 +5,14 @@
  * across a worker restart, and shown in the status JSON.
  */
 import { randomBytes } from "node:crypto";
-import { once } from "node:events";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:http";
-import type { IncomingHttpHeaders, Server } from "node:http";
+import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Webhook } from "standardwebhooks";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config/index.js";
@@ -24,16 +21,12 @@ import { JOBS, uniqueTag } from "../helpers/jobs.js";
 import { makeConfig, startApp, uniqueStream } from "../helpers/slowlane.js";
 import type { TestApp } from "../helpers/slowlane.js";
 import { waitFor } from "../helpers/wait.js";
+import { startWebhookReceiver } from "../helpers/webhook-receiver.js";
+import type { ReceivedCallback } from "../helpers/webhook-receiver.js";
 
 const SECRET = `whsec_${randomBytes(32).toString("base64")}`;
 
-interface Received {
-  path: string;
-  headers: IncomingHttpHeaders;
-  body: string;
-  /** What `Webhook.verify` returned, or the error it threw. */
-  verified: unknown;
-}
+type Received = ReceivedCallback;
 
 const env = useNatsAndBackend();
 const stream = uniqueStream("hooks");
@@ -47,30 +40,15 @@ let slowlane: TestApp;
 let nc: NatsConnection;
 
 function startReceiver(): Promise<Server> {
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => {
-      const body = Buffer.concat(chunks).toString("utf8");
-      let verified: unknown;
-      try {
-        verified = new Webhook(SECRET).verify(body, req.headers as Record<string, string>);
-      } catch (err) {
-        verified = err;
-      }
-      const path = req.url ?? "/";
-      received.push({ path, headers: req.headers, body, verified });
-      const left = failFirst.get(path) ?? 0;
-      if (path.startsWith("/down")) res.writeHead(500).end("no");
-      else if (left > 0) {
-        failFirst.set(path, left - 1);
-        if (path.startsWith("/later")) res.writeHead(503, { "retry-after": "1" }).end();
-        else res.writeHead(500).end("try again");
-      } else res.writeHead(204).end();
-    });
+  return startWebhookReceiver(SECRET, received, (path, res) => {
+    const left = failFirst.get(path) ?? 0;
+    if (path.startsWith("/down")) res.writeHead(500).end("no");
+    else if (left > 0) {
+      failFirst.set(path, left - 1);
+      if (path.startsWith("/later")) res.writeHead(503, { "retry-after": "1" }).end();
+      else res.writeHead(500).end("try again");
+    } else res.writeHead(204).end();
   });
-  server.listen(0, "127.0.0.1");
-  return once(server, "listening").then(() => server);
 }
 
 beforeAll(async () => {
