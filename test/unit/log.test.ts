@@ -28,6 +28,25 @@ describe("log redaction", () => {
   });
 });
 
+describe("log redaction leaves what it is given alone", () => {
+  it("censors a copy: the logged object keeps its values, and a header's case does not hide it", () => {
+    const sink = createLogSink();
+    const log = createLogger({ destination: sink.stream });
+    const request = { method: "GET", headers: { Authorization: "Bearer secret-token", accept: "*/*" } };
+    log.info({ request, attempt: 1 }, "nested, capitalised");
+    log.child({ headers: { cookie: "session=secret" } }).info("bound");
+    log.info({ note: { deeper: { still: { headers: { cookie: "not reached, three levels down" } } } } }, "too deep");
+
+    expect(request.headers.Authorization).toBe("Bearer secret-token");
+    const logged = sink.lines[0]?.request as { method: string; headers: Record<string, string> };
+    expect(logged).toEqual({ method: "GET", headers: { Authorization: "[redacted]", accept: "*/*" } });
+    expect(sink.lines[0]?.attempt).toBe(1);
+    expect(sink.lines[1]?.headers).toEqual({ cookie: "[redacted]" });
+    // As pino's redact paths were: the line's own keys and two levels below, no deeper.
+    expect(JSON.stringify(sink.lines[2])).toContain("not reached");
+  });
+});
+
 describe("lazyChild", () => {
   it("binds its fields on the lines it writes, and makes the child only when a line is written", () => {
     const sink = createLogSink();
