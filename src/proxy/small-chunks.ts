@@ -54,6 +54,7 @@ class Turns {
 
   #wait(since: number, gone: AbortSignal): Promise<boolean> {
     return new Promise((resolve) => {
+      if (gone.aborted) return resolve(false);
       const entry = {
         since,
         grant: () => {
@@ -132,14 +133,20 @@ function releaseReads(req: IncomingMessage): void {
 export async function* inTurns(req: IncomingMessage): AsyncGenerator<Buffer> {
   const chunks = req.iterator({ destroyOnReturn: false }) as AsyncIterableIterator<Buffer>;
   const since = performance.now();
-  const gone = new AbortController();
-  const leave = () => gone.abort();
-  req.once("close", leave);
+  // Made only for a body that waits for a turn: an AbortController aborted at every body's end
+  // (a DOMException with a stack each time) cost about a tenth of the proxy's CPU at accept.
+  let gone: AbortController | undefined;
+  const leave = () => gone?.abort();
   let small = 0;
   let endTurn: (() => void) | undefined;
   let done = false;
   let queued = false;
   const queueForTurn = () => {
+    if (gone === undefined) {
+      gone = new AbortController();
+      req.once("close", leave);
+      if (req.destroyed) gone.abort();
+    }
     holdReads(req);
     queued = true;
     void turns.take(since, gone.signal).then((end) => {
@@ -168,7 +175,9 @@ export async function* inTurns(req: IncomingMessage): AsyncGenerator<Buffer> {
     done = true;
     endTurn?.();
     // Still queued (the body ended within the read being parsed): leave, and read on.
-    gone.abort();
-    req.off("close", leave);
+    if (gone !== undefined) {
+      gone.abort();
+      req.off("close", leave);
+    }
   }
 }
