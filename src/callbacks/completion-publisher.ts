@@ -10,6 +10,7 @@ import type { Logger } from "../log.js";
 import { isFinal, toStatusBody, CallbackStatus } from "../jobs/record.js";
 import type { JobRecord } from "../jobs/record.js";
 import type { TransitionObserver } from "../jobs/transitions.js";
+import { sendThisTurn } from "../nats/outbox.js";
 import { enqueueDelivery } from "./delivery-queue.js";
 
 export interface CompletionPublisherOptions {
@@ -32,12 +33,12 @@ export function createCompletionPublisher(options: CompletionPublisherOptions): 
       const { context } = store;
       const body = toStatusBody(record, `${jobsPath}/${record.id}`);
       if (!again) {
-        try {
-          context.nc.publish(context.names.eventSubject(record.route, record.id), JSON.stringify(body));
-        } catch (err) {
+        const subject = context.names.eventSubject(record.route, record.id);
+        const event = JSON.stringify(body);
+        sendThisTurn(() => context.nc.publish(subject, event)).catch((err: unknown) => {
           // A closed or draining connection: events are at most once, the record is what counts.
           log.debug({ err, job: record.id }, "could not publish a job event");
-        }
+        });
       }
       if (!needsCallback) return;
       return enqueueDelivery(context, record, body).catch((err: unknown) => {

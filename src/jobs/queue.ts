@@ -7,6 +7,7 @@
  */
 import type { PubAck } from "@nats-io/jetstream";
 import type { JetStreamContext } from "../nats/context.js";
+import { sendThisTurn } from "../nats/outbox.js";
 import { decodeEnvelope } from "./envelope.js";
 import type { JobMessage, JobRequest } from "./envelope.js";
 
@@ -30,11 +31,8 @@ export function publishJob(
   message: JobMessage,
   msgId: string,
 ): Promise<PubAck> {
-  return context.js.publish(context.names.jobSubject(job.route, job.id), message.data, {
-    msgID: msgId,
-    headers: message.headers,
-    timeout: PUBLISH_TIMEOUT_MS,
-  });
+  const subject = context.names.jobSubject(job.route, job.id);
+  return sendThisTurn(() => context.js.publish(subject, message.data, { msgID: msgId, headers: message.headers, timeout: PUBLISH_TIMEOUT_MS }));
 }
 
 export async function findQueuedMessage(

@@ -16,6 +16,7 @@
 import { randomBytes } from "node:crypto";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { JetStreamContext } from "../nats/context.js";
+import { sendThisTurn } from "../nats/outbox.js";
 import { SealError, sealedSize } from "../security/seal.js";
 import type { Sealer } from "../security/seal.js";
 import type { JobRequest, StoredBodyRef } from "./envelope.js";
@@ -204,8 +205,8 @@ export function createJobStore(context: JetStreamContext, options: JobStoreOptio
     async writeRecord(record, revision) {
       try {
         // `create` also succeeds over a deleted or purged record, which `previousSeq: 0` would refuse.
-        if (revision === 0) return await jobs.create(record.id, encodeRecord(record, sealer));
-        return await jobs.put(record.id, encodeRecord(record, sealer), { previousSeq: revision });
+        const value = encodeRecord(record, sealer);
+        return await sendThisTurn(() => (revision === 0 ? jobs.create(record.id, value) : jobs.put(record.id, value, { previousSeq: revision })));
       } catch (err) {
         if (isWrongRevision(err)) return undefined;
         throw err;
