@@ -34,6 +34,7 @@ import {
   ResponseTooLargeError,
   StoredRequestInvalidError,
 } from "../errors.js";
+import { sendThisTurn } from "../nats/outbox.js";
 import { SealError } from "../security/seal.js";
 import type { JobRequest } from "../jobs/envelope.js";
 import { JobStatus } from "../jobs/record.js";
@@ -170,7 +171,9 @@ async function callAndComplete(run: Run, control: CallControl): Promise<string> 
     await settleLost(run);
     return outcome;
   }
-  await msg.ackAck();
+  // A plain ack, not one awaiting the server's confirmation: the record already says completed, so an
+  // ack that got lost only brings the message back to a worker that finds the job final and acks it.
+  await sendThisTurn(() => msg.ack());
   await deleteStoredRequest(deps.store, job);
   deps.log.info({ job: job.id, route: route.name, attempt: call.attempt, durationMs: call.durationMs, responseStatus: res.status, bodyBytes: stored.bytes }, "job completed");
   deps.observer?.jobFinished?.(route.name, JobStatus.Completed);
