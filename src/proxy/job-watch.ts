@@ -160,10 +160,15 @@ export function createJobWatch(options: JobWatchOptions): JobWatch {
     return current;
   }
 
+  /** Whether the subscription is on the store's connection and open (`ready` may still be pending). */
+  function isLive(store: JobStore): boolean {
+    return live !== undefined && live.nc === store.context.nc && !live.sub.isClosed();
+  }
+
   async function ensureLive(): Promise<void> {
     const store = options.store();
     if (!store) throw new NatsUnavailableError("the job store is unavailable, retry later");
-    if (!live || live.nc !== store.context.nc || live.sub.isClosed()) live = subscribe(store);
+    if (!live || !isLive(store)) live = subscribe(store);
     try {
       await live.ready;
     } catch (err) {
@@ -186,7 +191,9 @@ export function createJobWatch(options: JobWatchOptions): JobWatch {
       return () => registry.remove(id, watcher);
     },
     ensure() {
-      if (!closed && options.store()) ensureLive().catch(() => undefined);
+      // On every status poll: nothing to wait for, so no promise unless there is something to do.
+      const store = options.store();
+      if (!closed && store && !isLive(store)) ensureLive().catch(() => undefined);
     },
     get size() {
       return registry.size;

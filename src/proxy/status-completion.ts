@@ -7,6 +7,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Config } from "../config/index.js";
 import type { Logger } from "../log.js";
+import { rawHeader } from "../shared/raw-header.js";
 import type { JobRecord } from "../jobs/record.js";
 import type { CompletionEstimator } from "./estimate.js";
 import type { JobWatch } from "./job-watch.js";
@@ -52,7 +53,7 @@ export function createStatusCompletion(deps: StatusCompletionDeps): StatusComple
         await streamStatus(streams, req, res, id, find);
         return true;
       }
-      const { waitMs } = parsePrefer(req.headers);
+      const { waitMs } = parsePrefer({ prefer: rawHeader(req.rawHeaders, "prefer") });
       if (waitMs === undefined || waitMs === 0) return false;
       await longPoll(answers, res, waitMs, id, find);
       return true;

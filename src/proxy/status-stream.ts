@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { routeTableOf } from "../config/index.js";
 import type { Config } from "../config/index.js";
 import type { JobStatusBody } from "../jobs/record.js";
+import { rawHeader } from "../shared/raw-header.js";
 import { followJob } from "./job-follow.js";
 import type { JobWatch } from "./job-watch.js";
 import { KeepAlive } from "./keep-alive.js";
@@ -36,7 +37,7 @@ export function createStreamKeepAlive(): KeepAlive<ServerResponse> {
 
 /** Whether a request asks for an event stream. */
 export function wantsEventStream(req: IncomingMessage): boolean {
-  return req.headers.accept?.includes("text/event-stream") === true;
+  return rawHeader(req.rawHeaders, "accept")?.includes("text/event-stream") === true;
 }
 
 /** The `id` of the event showing `body`: its update time and status. */
