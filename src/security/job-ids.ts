@@ -7,6 +7,7 @@
  * them; {@link isLegacyJobId} recognises their shape.
  */
 import { createHmac, randomFillSync, timingSafeEqual } from "node:crypto";
+import { LRUCache } from "lru-cache";
 import { deriveKey, KeyPurposes } from "./server-keys.js";
 import type { ServerKey, ServerKeys } from "./server-keys.js";
 
@@ -70,6 +71,8 @@ export function isLegacyJobId(value: string): boolean {
  * stay valid while the old key is listed. Compares in constant time.
  */
 export function hasValidTag(keys: ServerKeys, id: string): boolean {
+  const known = verifiedIds(keys);
+  if (known.has(id)) return true;
   if (!isTaggedJobId(id)) return false;
   const bytes = Buffer.from(id, "base64url");
   if (bytes.length !== TAGGED_BYTES) return false;
@@ -80,5 +83,25 @@ export function hasValidTag(keys: ServerKeys, id: string): boolean {
   for (const key of keys.all) {
     if (timingSafeEqual(computeTag(key, random), tag)) valid = true;
   }
+  if (valid) known.set(id, true);
   return valid;
+}
+
+/** Ids recently found valid, per set of keys (a rotation makes a new set): most kept. */
+const VERIFIED_IDS_KEPT = 10_000;
+const verified = new WeakMap<ServerKeys, LRUCache<string, true>>();
+
+/**
+ * The ids found valid under `keys` lately. A client polls its job's status URL again and again; an
+ * HMAC per poll was about a twelfth of a status poll's CPU. Only ids that passed are kept, so a
+ * lookup here tells a guesser nothing it did not know; a new set of keys starts empty, so an id
+ * whose key was dropped stops passing at once.
+ */
+function verifiedIds(keys: ServerKeys): LRUCache<string, true> {
+  let known = verified.get(keys);
+  if (known === undefined) {
+    known = new LRUCache<string, true>({ max: VERIFIED_IDS_KEPT });
+    verified.set(keys, known);
+  }
+  return known;
 }

@@ -3,6 +3,7 @@ import { withoutHopByHop, toHeaderPairs } from "../../src/shared/hop-by-hop.js";
 import { decodeEnvelope, ENVELOPE_HEADER, toEnvelopeHeaders } from "../../src/jobs/envelope.js";
 import { createJobId, isJobId, isJobIdShape } from "../../src/jobs/job-id.js";
 import { legacyJobId, TEST_KEYS } from "../helpers/keys.js";
+import { generateKeyLine, parseServerKeys } from "../../src/security/server-keys.js";
 import { toJetStreamNames } from "../../src/nats/names.js";
 import { decodeRecord, encodeRecord, isExpired, toStatusBody } from "../../src/jobs/record.js";
 import type { JobRecord } from "../../src/jobs/record.js";
@@ -23,6 +24,19 @@ describe("job ids", () => {
     expect(isJobId(TEST_KEYS, legacyJobId())).toBe(true);
     expect(isJobId(TEST_KEYS, legacyJobId() + "AAAAAA")).toBe(false);
     expect(isJobIdShape(legacyJobId() + "AAAAAA")).toBe(true);
+  });
+
+  it("stop passing once their key is dropped, though they passed a moment before under the old keys", () => {
+    const oldLine = generateKeyLine();
+    const newLine = generateKeyLine();
+    const before = parseServerKeys(`${newLine}\n${oldLine}`, "rotating");
+    const id = createJobId(parseServerKeys(oldLine, "old"));
+    // Polled again and again under the keys that list the old one: passes each time (remembered after the first).
+    for (let i = 0; i < 3; i++) expect(isJobId(before, id)).toBe(true);
+    expect(isJobId(parseServerKeys(newLine, "after the rotation"), id)).toBe(false);
+    // A tampered id never passes, however often its untampered twin did.
+    const tampered = (id.startsWith("A") ? "B" : "A") + id.slice(1);
+    expect(isJobId(before, tampered)).toBe(false);
   });
 
   it("reject anything but those exact shapes", () => {
