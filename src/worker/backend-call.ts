@@ -57,19 +57,53 @@ export interface BackendCallOptions {
 /** Dropped from stored responses: the result endpoint sets it from the stored body's size. */
 const RECOMPUTED = new Set(["content-length"]);
 
+/**
+ * The call's abort signal: aborted when `timeoutMs` passes or `outer` aborts, whichever is first,
+ * until `settle()`. One controller and one timer per call, where `AbortSignal.timeout` and
+ * `AbortSignal.any` made three signals and their listeners (profiled: about 3% of a drain's CPU).
+ */
+class CallDeadline {
+  readonly #controller = new AbortController();
+  readonly #timer: NodeJS.Timeout;
+  readonly #outer: AbortSignal | undefined;
+  readonly #onOuterAbort = (): void => this.#controller.abort();
+  timedOut = false;
+
+  constructor(timeoutMs: number, outer: AbortSignal | undefined) {
+    // Unref'd, as `AbortSignal.timeout`'s is: the call's socket, not its deadline, keeps the process up.
+    this.#timer = setTimeout(() => {
+      this.timedOut = true;
+      this.#controller.abort();
+    }, timeoutMs).unref();
+    this.#outer = outer;
+    if (outer?.aborted) this.#controller.abort();
+    else outer?.addEventListener("abort", this.#onOuterAbort, { once: true });
+  }
+
+  get signal(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** The call is over (answered in full, failed, or dropped): nothing aborts it any more. */
+  settle(): void {
+    clearTimeout(this.#timer);
+    this.#outer?.removeEventListener("abort", this.#onOuterAbort);
+  }
+}
+
 export async function callBackend(options: BackendCallOptions): Promise<BackendResponse> {
   const { request: job, timeoutMs } = options;
-  const timeout = AbortSignal.timeout(timeoutMs);
-  const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+  const deadline = new CallDeadline(timeoutMs, options.signal);
+  const signal = deadline.signal;
   const classify = (err: unknown): unknown => {
-    if (timeout.aborted) return new BackendTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
+    if (deadline.timedOut) return new BackendTimeoutError(`the backend did not answer within ${timeoutMs} ms`, { cause: err });
     if (options.signal?.aborted) return options.signal.reason ?? err;
     // The address and error code (`ECONNREFUSED 10.0.0.7:3000`) stay in `cause`, for the log:
     // the message is stored where clients read it.
     return new BackendUnreachableError("the backend could not be reached", { cause: err });
   };
 
-  const headers = [...job.headers];
+  const headers = job.headers.slice();
   if (options.trace) injectTraceHeaders(options.trace, headers);
   let body: Buffer | Readable | null = null;
   if (options.body instanceof Uint8Array) {
@@ -92,6 +126,7 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
       signal,
     });
   } catch (err) {
+    deadline.settle();
     if (body instanceof Readable) body.destroy();
     throw classify(err);
   }
@@ -101,6 +136,8 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
       for await (const chunk of raw as AsyncIterable<Buffer>) yield chunk;
     } catch (err) {
       throw classify(err);
+    } finally {
+      deadline.settle();
     }
   }
   return {
@@ -112,6 +149,7 @@ export async function callBackend(options: BackendCallOptions): Promise<BackendR
     },
     body: chunks(),
     discard() {
+      deadline.settle();
       // Destroying a body nobody reads makes it emit an abort error: expected here, not worth a crash.
       raw.on("error", () => undefined);
       raw.destroy();
