@@ -233,13 +233,16 @@ export interface JobStatusBody {
 }
 
 export function toStatusBody(record: JobRecord, statusUrl: string): JobStatusBody {
-  const body: Omit<JobStatusBody, "links"> = {
+  // Built on every transition (the job's event) and every pending poll: one object, its keys in
+  // their JSON order, `links` added last rather than spread into a copy.
+  const createdAt = new Date(record.createdAt).toISOString();
+  const body: Omit<JobStatusBody, "links"> & { links?: JobLinks } = {
     id: record.id,
     status: record.status,
     route: record.route,
     attempts: record.attempts,
-    createdAt: new Date(record.createdAt).toISOString(),
-    updatedAt: new Date(record.updatedAt).toISOString(),
+    createdAt,
+    updatedAt: record.updatedAt === record.createdAt ? createdAt : new Date(record.updatedAt).toISOString(),
     statusUrl,
   };
   if (isFinal(record) && record.status !== JobStatus.Canceled) body.resultUrl = `${statusUrl}/result`;
@@ -253,5 +256,6 @@ export function toStatusBody(record: JobRecord, statusUrl: string): JobStatusBod
     const { status, attempts, lastError } = record.callback;
     body.callback = lastError === undefined ? { status, attempts } : { status, attempts, lastError };
   }
-  return { ...body, links: { self: statusUrl, result: `${statusUrl}/result`, cancel: statusUrl } };
+  body.links = { self: statusUrl, result: `${statusUrl}/result`, cancel: statusUrl };
+  return body as JobStatusBody;
 }
