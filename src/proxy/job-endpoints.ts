@@ -136,9 +136,11 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
         return;
       }
       // Long-poll and SSE read the job themselves, once they are sure to hear of its next transition.
-      const find = () => lookup.find(target.id, req.rawHeaders);
-      if (!target.result && req.method === "GET" && (await completion.serve(req, res, target.id, find))) return;
-      const { record, body } = await find();
+      if (!target.result && req.method === "GET" && completion.wants(req)) {
+        const find = () => lookup.find(target.id, req.rawHeaders);
+        if (await completion.serve(req, res, target.id, find)) return;
+      }
+      const { record, body } = await lookup.find(target.id, req.rawHeaders);
       if (target.result && isFinal(record)) await sendResult(deps, res, record, body);
       else if (isFinal(record)) sendStatus(res, record);
       else completion.live.sendPending(res, record);

@@ -33,6 +33,8 @@ export interface StatusCompletionDeps {
 export interface StatusCompletion {
   readonly live: LiveStatus;
   readonly sockets: StatusSockets;
+  /** Whether a `GET` on a status URL asks to stream or to wait: a plain poll is answered without {@link serve}. */
+  wants(req: IncomingMessage): boolean;
   /** Serves a `GET` on a status URL that streams or waits; false when it is a plain poll. */
   serve(req: IncomingMessage, res: ServerResponse, id: string, find: () => Promise<CachedJob>): Promise<boolean>;
   /** Ends every stream and socket and answers every long-poll (shutdown). */
@@ -48,6 +50,11 @@ export function createStatusCompletion(deps: StatusCompletionDeps): StatusComple
   return {
     live,
     sockets,
+    wants(req) {
+      if (wantsEventStream(req)) return true;
+      const { waitMs } = parsePrefer({ prefer: rawHeader(req.rawHeaders, "prefer") });
+      return waitMs !== undefined && waitMs > 0;
+    },
     async serve(req, res, id, find) {
       if (wantsEventStream(req)) {
         await streamStatus(streams, req, res, id, find);
