@@ -20,7 +20,7 @@ export interface LoggerSettings {
 }
 
 /** The header names `createLogger` redacts: the built-in ones and the configured ones, lower-case. */
-export function redactedHeaderNames(extraHeaders: readonly string[] = []): ReadonlySet<string> {
+function redactedHeaderNames(extraHeaders: readonly string[] = []): ReadonlySet<string> {
   return new Set([...ALWAYS_REDACTED_HEADERS, ...extraHeaders.map((h) => h.toLowerCase())]);
 }
 

@@ -136,10 +136,8 @@ export function createJobsHandler(deps: JobsDeps): JobsHandler {
         return;
       }
       // Long-poll and SSE read the job themselves, once they are sure to hear of its next transition.
-      if (!target.result && req.method === "GET" && completion.wants(req)) {
-        const find = () => lookup.find(target.id, req.rawHeaders);
-        if (await completion.serve(req, res, target.id, find)) return;
-      }
+      const follow = !target.result && req.method === "GET" ? completion.followOf(req) : undefined;
+      if (follow) return await completion.serve(follow, req, res, target.id, () => lookup.find(target.id, req.rawHeaders));
       const { record, body } = await lookup.find(target.id, req.rawHeaders);
       if (target.result && isFinal(record)) await sendResult(deps, res, record, body);
       else if (isFinal(record)) sendStatus(res, record);

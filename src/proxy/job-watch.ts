@@ -160,15 +160,15 @@ export function createJobWatch(options: JobWatchOptions): JobWatch {
     return current;
   }
 
-  /** Whether the subscription is on the store's connection and open (`ready` may still be pending). */
-  function isLive(store: JobStore): boolean {
-    return live !== undefined && live.nc === store.context.nc && !live.sub.isClosed();
+  /** Whether `current` is a subscription on the store's connection, still open (`ready` may still be pending). */
+  function isLiveOn(current: Live | undefined, store: JobStore): current is Live {
+    return current !== undefined && current.nc === store.context.nc && !current.sub.isClosed();
   }
 
   async function ensureLive(): Promise<void> {
     const store = options.store();
     if (!store) throw new NatsUnavailableError("the job store is unavailable, retry later");
-    if (!live || !isLive(store)) live = subscribe(store);
+    if (!isLiveOn(live, store)) live = subscribe(store);
     try {
       await live.ready;
     } catch (err) {
@@ -193,7 +193,7 @@ export function createJobWatch(options: JobWatchOptions): JobWatch {
     ensure() {
       // On every status poll: nothing to wait for, so no promise unless there is something to do.
       const store = options.store();
-      if (!closed && store && !isLive(store)) ensureLive().catch(() => undefined);
+      if (!closed && store && !isLiveOn(live, store)) ensureLive().catch(() => undefined);
     },
     get size() {
       return registry.size;

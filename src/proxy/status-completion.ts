@@ -30,13 +30,18 @@ export interface StatusCompletionDeps {
   sendFinalRecord(res: ServerResponse, record: JobRecord): void;
 }
 
+/** A status request that streams its job's transitions (SSE), or waits up to `waitMs` for the next one (long-poll). */
+export type StatusFollow = { readonly kind: "stream" } | { readonly kind: "wait"; readonly waitMs: number };
+
+const STREAM: StatusFollow = { kind: "stream" };
+
 export interface StatusCompletion {
   readonly live: LiveStatus;
   readonly sockets: StatusSockets;
-  /** Whether a `GET` on a status URL asks to stream or to wait: a plain poll is answered without {@link serve}. */
-  wants(req: IncomingMessage): boolean;
-  /** Serves a `GET` on a status URL that streams or waits; false when it is a plain poll. */
-  serve(req: IncomingMessage, res: ServerResponse, id: string, find: () => Promise<CachedJob>): Promise<boolean>;
+  /** How a `GET` on a status URL asks to follow its job; `undefined` for a plain poll, answered without {@link serve}. */
+  followOf(req: IncomingMessage): StatusFollow | undefined;
+  /** Serves a `GET` on a status URL that streams or waits, as {@link followOf} found it asks. */
+  serve(follow: StatusFollow, req: IncomingMessage, res: ServerResponse, id: string, find: () => Promise<CachedJob>): Promise<void>;
   /** Ends every stream and socket and answers every long-poll (shutdown). */
   close(): void;
 }
@@ -50,20 +55,14 @@ export function createStatusCompletion(deps: StatusCompletionDeps): StatusComple
   return {
     live,
     sockets,
-    wants(req) {
-      if (wantsEventStream(req)) return true;
+    followOf(req) {
+      if (wantsEventStream(req)) return STREAM;
       const { waitMs } = parsePrefer({ prefer: rawHeader(req.rawHeaders, "prefer") });
-      return waitMs !== undefined && waitMs > 0;
+      return waitMs === undefined || waitMs === 0 ? undefined : { kind: "wait", waitMs };
     },
-    async serve(req, res, id, find) {
-      if (wantsEventStream(req)) {
-        await streamStatus(streams, req, res, id, find);
-        return true;
-      }
-      const { waitMs } = parsePrefer({ prefer: rawHeader(req.rawHeaders, "prefer") });
-      if (waitMs === undefined || waitMs === 0) return false;
-      await longPoll(answers, res, waitMs, id, find);
-      return true;
+    async serve(follow, req, res, id, find) {
+      if (follow.kind === "stream") await streamStatus(streams, req, res, id, find);
+      else await longPoll(answers, res, follow.waitMs, id, find);
     },
     close() {
       watch.close();
